@@ -1,0 +1,13 @@
+"""The list of CLI command modules; each exports ``COMMANDS`` (click commands/groups)."""
+
+from importlib import import_module
+
+_MODULES = [
+    "curate.cli.init",
+    "curate.cli.ingest",
+    "curate.cli.embed",
+    "curate.cli.select",
+    "curate.cli.demo",
+]
+
+COMMANDS = [cmd for name in _MODULES for cmd in import_module(name).COMMANDS]

@@ -1,0 +1,72 @@
+"""Shared CLI state: the workspace and index, opened lazily, and rich rendering."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from curate.workspace import Workspace, find_workspace
+
+
+class Context:
+    def __init__(self, workspace: str | None = None, db: str | None = None):
+        self._workspace_arg = workspace
+        self.db = db
+        self._ws: Workspace | None = None
+        self._index = None
+        self.console = Console(stderr=False, highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False)
+
+    @property
+    def workspace(self) -> Workspace:
+        if self._ws is None:
+            self._ws = find_workspace(self._workspace_arg, db=self.db)
+        return self._ws
+
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = self.workspace.open_index()
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        t = Table(title=title, show_lines=False)
+        for c in columns:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*["" if v is None else str(v) for v in r])
+        self.console.print(t)
+
+    def json(self, obj: Any) -> None:
+        click.echo(json.dumps(obj, indent=2, default=str))
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@contextlib.contextmanager
+def progress_bar(ctx: Context, label: str, quiet: bool = False):
+    """Yield a ``callback(done, total)`` that drives a rich progress bar on stderr."""
+    if quiet:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=ctx.err,
+                  transient=True) as prog:
+        task = prog.add_task(label, total=None)
+
+        def cb(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield cb

@@ -1,0 +1,40 @@
+"""``curate embed --encoder NAME [--weights FILE] | --model RUN``."""
+
+import click
+
+from curate.cli.context import Context, pass_ctx, progress_bar
+from curate.embed import embed as run_embed
+from curate.encoders import ENCODERS
+
+
+@click.command("embed")
+@click.option("--encoder", type=click.Choice(ENCODERS.names()), help="Built-in encoder.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local weights file for the encoder.")
+@click.option("--model", help="A trained model (run name) from `curate train`.")
+@click.option("--batch", help="Embed only this ingest batch.")
+@click.option("--image-size", type=int, help="Input size in pixels (encoder default if omitted).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=None, help="DataLoader workers (default: by dataset size).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def embed(ctx: Context, encoder, weights, model, batch, image_size, device, dtype, batch_size,
+          workers, as_json) -> None:
+    """Embed ingested images (resumable: only missing images are embedded)."""
+    with progress_bar(ctx, "embed", quiet=as_json) as cb:
+        rep = run_embed(ctx.index, ctx.workspace, encoder=encoder, weights=weights, model=model,
+                        batch=batch, image_size=image_size, device=device, dtype=dtype,
+                        batch_size=batch_size, num_workers=workers, progress=cb)
+    if as_json:
+        ctx.json(rep.as_dict())
+        return
+    for p in rep.missing_files[:20]:
+        ctx.err.print(f"skipped (file missing or unreadable): {p}", markup=False)
+    ctx.table(f"embedding set {rep.embedding_set}",
+              ["model", "dim", "dtype", "embedded", "already", "skipped", "images/s", "device"],
+              [[rep.model, rep.dim, rep.dtype, rep.embedded, rep.already, len(rep.missing_files),
+                f"{rep.images_per_second:.0f}", rep.device]])
+
+
+COMMANDS = [embed]

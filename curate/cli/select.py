@@ -1,0 +1,48 @@
+"""``curate select --budget N``: k-center greedy (or random) over embeddings."""
+
+import click
+
+from curate.cli.context import Context, pass_ctx
+from curate.export import write_selection
+from curate.select import SELECTORS
+from curate.select.selection import select_images
+
+
+@click.command("select")
+@click.option("--budget", type=int, required=True, help="How many images to pick.")
+@click.option("--strategy", type=click.Choice(SELECTORS.names()), default="kcenter", show_default=True)
+@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
+@click.option("--embeddings", "embeddings", help="Embedding set name (default: the latest).")
+@click.option("--batch", help="Pick only from this ingest batch.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write picks to FILE.csv|.parquet|.json.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--fp16", is_flag=True, help="Half-precision embeddings on the GPU.")
+@click.option("--dry-run", is_flag=True, help="Compute and show, but store nothing.")
+@click.option("--show", type=int, default=20, show_default=True, help="Rows to print.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed, device, fp16,
+           dry_run, show, as_json) -> None:
+    """Pick BUDGET images to label, seeded by labelled images and earlier picks."""
+    res = select_images(ctx.index, budget, strategy=strategy, metric=metric, embeddings=embeddings,
+                        batch=batch, seed=seed, dry_run=dry_run, device=device, fp16=fp16)
+    if out:
+        write_selection(res.picks, out)
+    if as_json:
+        ctx.json(res.as_dict())
+        return
+    head = res.picks.head(show)
+    title = (f"selection {res.selection_id}" if res.selection_id else "dry run (not stored)") + \
+        f": {budget} by {strategy}/{metric} over {res.embedding_set} " \
+        f"({res.params['n_centres']} centres, pool {res.params['pool_size']})"
+    ctx.table(title, ["rank", "image", "distance", "label", "path"],
+              [[r.rank, r.image_id, "" if r.distance != r.distance else f"{r.distance:.4f}",
+                r.label, r.path] for r in head.itertuples()])
+    if len(res.picks) > show:
+        ctx.console.print(f"... {len(res.picks) - show} more" + (f"; all in {out}" if out else ""))
+    elif out:
+        ctx.console.print(f"written: {out}")
+
+
+COMMANDS = [select]

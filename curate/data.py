@@ -1,0 +1,89 @@
+"""Images from the index as torch datasets (used by ``embed`` and the trainers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from sqlalchemy import select
+
+from curate.db.models import Batch, Image, Label
+from curate.errors import CurateError
+from curate.imageio import load_image
+
+
+@dataclass
+class ImageRecord:
+    id: int
+    path: str
+    label: str | None = None
+
+
+def list_images(index, batch: str | None = None, with_labels: bool = False,
+                exclude_ids: set[int] | None = None) -> list[ImageRecord]:
+    """Ok images (optionally of one batch) ordered by id, with their best label.
+
+    Label precedence: label-studio, then manifest, then folder.
+    """
+    with index.session() as s:
+        q = select(Image.id, Image.path).where(Image.status == "ok").order_by(Image.id)
+        if batch is not None:
+            b = s.scalar(select(Batch).where(Batch.name == batch))
+            if b is None:
+                raise CurateError(f"no batch named {batch!r}")
+            q = q.where(Image.batch_id == b.id)
+        recs = [ImageRecord(i, p) for i, p in s.execute(q)]
+        if with_labels:
+            labels = image_labels(s)
+            for r in recs:
+                r.label = labels.get(r.id)
+    if exclude_ids:
+        recs = [r for r in recs if r.id not in exclude_ids]
+    return recs
+
+
+_PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}
+
+
+def image_labels(session) -> dict[int, str]:
+    """image id -> label (status 'labeled' only), the most trusted source winning."""
+    best: dict[int, tuple[int, str]] = {}
+    rows = session.execute(select(Label.image_id, Label.label, Label.source)
+                           .where(Label.status == "labeled", Label.label.is_not(None)))
+    for iid, lab, src in rows:
+        rank = _PRECEDENCE.get(src, 0)
+        if iid not in best or rank > best[iid][0]:
+            best[iid] = (rank, lab)
+    return {k: v[1] for k, v in best.items()}
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Loads ``records`` through ``curate.imageio.load_image`` and ``transform``.
+
+    Item: ``(index_in_records, tensor)``; a file that vanished or broke since ingest
+    gives ``(index, None)`` and is dropped by :func:`collate_skip_missing`.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable, channels: int = 3):
+        self.records, self.transform, self.channels = records, transform, channels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        try:
+            img = load_image(self.records[i].path, self.channels)
+        except (OSError, ValueError, SyntaxError):
+            return i, None
+        return i, self.transform(img)
+
+
+def collate_skip_missing(items):
+    """Batch ``(i, tensor)`` items, returning (kept indices, stacked tensor, missing indices)."""
+    kept = [(i, t) for i, t in items if t is not None]
+    missing = [i for i, t in items if t is None]
+    if not kept:
+        return torch.empty(0, dtype=torch.long), None, missing
+    idx, ts = zip(*kept)
+    return torch.tensor(idx), torch.stack(ts), missing

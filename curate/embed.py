@@ -1,0 +1,198 @@
+"""``curate embed``: batched, resumable inference of an encoder over the index.
+
+Only images without a row in the embedding set are embedded, so a rerun after a
+crash (or after new ingests) finishes the work without duplicates. Images whose
+file vanished or broke since ingest are marked rejected and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sqlalchemy import select, update
+
+from curate.data import ImageDataset, collate_skip_missing, list_images
+from curate.db.models import EmbeddingSet, Image, Model
+from curate.embeddings import DTYPES, append_shard, embedded_ids, safe_name
+from curate.encoders import ENCODERS, load_trained_encoders
+from curate.errors import CurateError
+from curate.provenance import versions
+
+
+@dataclass
+class EmbedReport:
+    embedding_set: str
+    model: str
+    dim: int
+    dtype: str
+    embedded: int = 0
+    already: int = 0
+    missing_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "images_per_second": round(self.images_per_second, 1)}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise CurateError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CurateError("--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _model_row(s, ws, encoder: str | None, weights: str | None, model: str | None,
+               image_size: int | None) -> Model:
+    if model is not None:
+        row = s.scalar(select(Model).where(Model.name == model))
+        if row is None:
+            raise CurateError(f"no model named {model!r} in the index (see `curate train`)")
+        return row
+    if encoder is None:
+        raise CurateError("give --encoder NAME (or --model RUN)")
+    ENCODERS.get(encoder)  # validates the name before any work
+    wpath = Path(weights).expanduser().resolve() if weights else None
+    if wpath is not None and not wpath.is_file():
+        raise CurateError(f"weights file not found: {weights}")
+    sha = sha256_file(wpath) if wpath else None
+    name = f"{encoder}-{sha[:12]}" if sha else f"{encoder}-{image_size or 'default'}"
+    row = s.scalar(select(Model).where(Model.name == name))
+    if row is None:
+        row = Model(name=name, encoder=encoder, weights_path=str(wpath) if wpath else None,
+                    weights_sha256=sha, params={})
+        s.add(row)
+        s.flush()
+    return row
+
+
+def _build_encoder(row: Model, ws, image_size: int | None, records, loader_kw):
+    params = dict(row.params or {})
+    size = image_size or params.pop("image_size", None)
+    params.pop("image_size", None)
+    state_file = ws.models_dir / f"{safe_name(row.name)}.npz"
+    enc = ENCODERS.get(row.encoder)(
+        weights=Path(row.weights_path) if row.weights_path else None, image_size=size, **params)
+    if enc.needs_fit:
+        if state_file.exists():
+            with np.load(state_file) as z:
+                enc.set_state(dict(z))
+        else:
+            ds = ImageDataset(records, enc.transform, enc.channels)
+            loader = torch.utils.data.DataLoader(ds, collate_fn=collate_skip_missing, **loader_kw)
+            enc.fit(b for _, b, _ in loader if b is not None)
+            tmp = state_file.with_suffix(".tmp.npz")
+            np.savez(tmp, **enc.get_state())
+            os.replace(tmp, state_file)
+    return enc
+
+
+def embed(index, ws, encoder: str | None = None, weights: str | None = None,
+          model: str | None = None, batch: str | None = None, image_size: int | None = None,
+          device: str = "auto", dtype: str = "float32", batch_size: int = 64,
+          num_workers: int | None = None, shard_size: int = 10000,
+          progress: Callable[[int, int], None] | None = None) -> EmbedReport:
+    """Embed every ok image (of ``batch``) missing from the encoder's embedding set.
+
+    Returns an :class:`EmbedReport`. Cost: one forward pass per new image.
+    """
+    if dtype not in DTYPES:
+        raise CurateError(f"unknown dtype {dtype!r}; use float32 or float16")
+    if image_size is not None and image_size < 8:
+        raise CurateError(f"--image-size {image_size} is too small (minimum 8)")
+    load_trained_encoders()
+    dev = resolve_device(device)
+    with index.session() as s:
+        row = _model_row(s, ws, encoder, weights, model, image_size)
+        model_name, model_id = row.name, row.id
+    records = list_images(index, batch=batch)
+    if not records:
+        raise CurateError("no ingested images" + (f" in batch {batch!r}" if batch else "")
+                          + "; run `curate ingest` first")
+    if num_workers is None:
+        num_workers = 0 if len(records) < 2000 else min(4, os.cpu_count() or 1)
+    loader_kw = dict(batch_size=batch_size, num_workers=num_workers,
+                     pin_memory=dev.type == "cuda")
+    with index.session() as s:
+        enc = _build_encoder(s.get(Model, model_id), ws, image_size, records, loader_kw)
+    set_name = f"{model_name}@{enc.image_size}"
+    with index.session() as s:
+        es = s.scalar(select(EmbeddingSet).where(EmbeddingSet.name == set_name))
+        if es is None:
+            es = EmbeddingSet(name=set_name, model_id=model_id, dim=enc.dim, dtype=dtype, count=0,
+                              path=str(ws.embeddings_dir / safe_name(set_name)),
+                              params=enc.params(), versions=versions())
+            s.add(es)
+            s.flush()
+        elif es.dtype != dtype:
+            raise CurateError(f"embedding set {set_name} stores {es.dtype}; rerun with --dtype {es.dtype}")
+        done = embedded_ids(s, es)
+        set_id = es.id
+    todo = [r for r in records if r.id not in done]
+    report = EmbedReport(set_name, model_name, enc.dim, dtype, already=len(records) - len(todo),
+                         device=str(dev))
+    if not todo:
+        return report
+    enc.to(dev)
+    loader = torch.utils.data.DataLoader(ImageDataset(todo, enc.transform, enc.channels),
+                                         collate_fn=collate_skip_missing, **loader_kw)
+    t0 = time.perf_counter()
+    buf_ids, buf_x = [], []
+
+    def flush():
+        if not buf_ids:
+            return
+        with index.session() as s:
+            append_shard(s, s.get(EmbeddingSet, set_id), np.concatenate(buf_ids),
+                         np.concatenate(buf_x))
+        buf_ids.clear()
+        buf_x.clear()
+
+    seen = 0
+    for idx, x, missing in loader:
+        if missing:
+            paths = [todo[i].path for i in missing]
+            report.missing_files += paths
+            with index.session() as s:
+                s.execute(update(Image).where(Image.id.in_([todo[i].id for i in missing]))
+                          .values(status="rejected", reason="file missing or unreadable at embed time"))
+        if x is not None:
+            x = x.to(dev, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+                z = enc.encode(x)
+            z = z.float().cpu().numpy()
+            ok = np.isfinite(z).all(1)
+            ids = np.array([todo[i].id for i in idx.tolist()], dtype=np.int64)
+            buf_ids.append(ids[ok])
+            buf_x.append(z[ok])
+            report.embedded += int(ok.sum())
+        seen += len(idx) + len(missing)
+        if progress:
+            progress(seen, len(todo))
+        if sum(len(b) for b in buf_ids) >= shard_size:
+            flush()
+    flush()
+    report.seconds = time.perf_counter() - t0
+    return report

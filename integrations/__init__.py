@@ -1,0 +1,1 @@
+"""Connections to outside tools (installed as ``curate.integrations``)."""
