@@ -77,7 +77,9 @@ class Label(Base):
     label: Mapped[Optional[str]] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(64))
     annotator: Mapped[Optional[str]] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="labeled")  # labeled|skipped|cancelled
+    # labeled | skipped | cancelled | conflict (LS label contradicting a folder/manifest one)
+    # | overridden (a folder/manifest label superseded by `pull --prefer label-studio`)
+    status: Mapped[str] = mapped_column(String(16), default="labeled")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 

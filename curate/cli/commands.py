@@ -8,6 +8,8 @@ _MODULES = [
     "curate.cli.embed",
     "curate.cli.select",
     "curate.cli.demo",
+    "curate.cli.labelstudio",
+    "curate.cli.plot",
 ]
 
 COMMANDS = [cmd for name in _MODULES for cmd in import_module(name).COMMANDS]

@@ -97,20 +97,4 @@ def select_images(index, budget: int, strategy: str = "kcenter", metric: str = "
     return SelectionResult(sel_id, set_name, strategy, params, df)
 
 
-def get_selection(session, ref: str | int) -> Selection:
-    """A selection by id or ``latest``."""
-    if str(ref) == "latest":
-        sel = session.scalar(select(Selection).order_by(Selection.id.desc()).limit(1))
-        if sel is None:
-            raise CurateError("no selections yet; run `curate select` first")
-        return sel
-    try:
-        sel = session.get(Selection, int(ref))
-    except ValueError:
-        raise CurateError(f"selection must be an id or 'latest', got {ref!r}") from None
-    if sel is None:
-        raise CurateError(f"no selection with id {ref}")
-    return sel
-
-
-__all__ = ["select_images", "get_selection", "SelectionResult", "datapool_ids"]
+__all__ = ["select_images", "SelectionResult", "datapool_ids"]

@@ -1,0 +1,144 @@
+"""Write a selection to a file: CSV, Parquet, JSON or Label Studio import JSON.
+
+Pure writers (a DataFrame in, a file out) shared by ``curate select --out`` and
+``curate export``; :func:`selection_frame` reads a stored selection from the index.
+
+Columns of a selection frame: ``rank`` (int, order of picking; 1 = first), ``image_id`` (int, our
+stable id), ``path`` (str), ``distance`` (float, distance to the nearest centre when
+picked; NaN if unknown), ``label`` (str or None, the current label in the index).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from curate.errors import CurateError
+
+COLUMNS = ["rank", "image_id", "path", "distance", "label"]
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+EXPORT_FORMATS = ("csv", "parquet", "json", "labelstudio-json")
+_PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}  # as curate.data.image_labels
+
+
+def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ("rank", "image_id", "path") if c not in rows.columns]
+    if missing:
+        raise CurateError(f"selection rows lack column(s): {', '.join(missing)}")
+    df = rows.copy()
+    for c in ("distance", "label"):
+        if c not in df.columns:
+            df[c] = None
+    df["rank"] = df["rank"].astype("int64")
+    df["image_id"] = df["image_id"].astype("int64")
+    df["distance"] = pd.to_numeric(df["distance"], errors="coerce").astype("float64")
+    df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + extra].sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    out = []
+    for rec in df.to_dict(orient="records"):
+        d = rec.get("distance")
+        if d is not None and isinstance(d, float) and math.isnan(d):
+            rec["distance"] = None
+        out.append(rec)
+    return out
+
+
+def write_selection(rows: pd.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
+    """Write selection ``rows`` to ``path``; the format comes from ``fmt`` or the suffix.
+
+    ``fmt``: ``csv``, ``parquet`` or ``json`` (a list of row objects). Suffixes: .csv,
+    .parquet/.pq, .json. Raises :class:`CurateError` for an unknown format.
+    Cost: O(rows). Returns the path written.
+    """
+    path = Path(path)
+    fmt = fmt or FORMATS.get(path.suffix.lower())
+    if fmt not in ("csv", "parquet", "json"):
+        raise CurateError(f"cannot tell the export format of {path.name}: use a .csv, "
+                          ".parquet or .json file (or --format)")
+    df = _normalise(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "parquet":
+        df.to_parquet(path, index=False)
+    else:
+        path.write_text(json.dumps(_records(df), indent=1, default=str) + "\n")
+    return path
+
+
+def labelstudio_tasks(rows: pd.DataFrame, image_url: Callable[[str], str]) -> list[dict]:
+    """Label Studio import JSON: ``[{"data": {"image": url, "curate_id": id, ...}}]``.
+
+    ``curate_id`` is our image id, carried so annotations map back without relying on order.
+    """
+    df = _normalise(rows)
+    return [{"data": {"image": image_url(r["path"]), "curate_id": int(r["image_id"]),
+                      "curate_rank": int(r["rank"])}} for r in _records(df)]
+
+
+def write_labelstudio_json(rows: pd.DataFrame, path: Path | str,
+                           image_url: Callable[[str], str]) -> Path:
+    """Write :func:`labelstudio_tasks` to ``path`` (a JSON list, importable in Label Studio)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(labelstudio_tasks(rows, image_url), indent=1) + "\n")
+    return path
+
+
+def selection_frame(index, selection_id: int | str = "latest") -> tuple[int, pd.DataFrame]:
+    """Rows of a stored selection (``id`` or ``"latest"``) as a selection frame.
+
+    ``label`` is the image's label with status ``labeled``, the most trusted source
+    winning (label-studio, then manifest, then folder). Returns ``(selection_id, frame)``.
+    """
+    from sqlalchemy import select
+
+    from curate.db.models import Image, Label, SelectionItem
+
+    with index.session() as s:
+        sel = resolve_selection(s, selection_id)
+        q = (select(SelectionItem.rank, SelectionItem.image_id, Image.path, SelectionItem.distance)
+             .join(Image, Image.id == SelectionItem.image_id)
+             .where(SelectionItem.selection_id == sel.id).order_by(SelectionItem.rank))
+        df = pd.DataFrame(s.execute(q).all(), columns=COLUMNS[:4])
+        best: dict[int, tuple[int, str]] = {}
+        lq = (select(Label.image_id, Label.label, Label.source)
+              .join(SelectionItem, SelectionItem.image_id == Label.image_id)
+              .where(SelectionItem.selection_id == sel.id, Label.status == "labeled",
+                     Label.label.is_not(None)))
+        for image_id, label, source in s.execute(lq):
+            rank = _PRECEDENCE.get(source, 0)
+            if image_id not in best or rank > best[image_id][0]:
+                best[image_id] = (rank, label)
+        df["label"] = pd.Series([best[int(i)][1] if int(i) in best else None for i in df["image_id"]],
+                                dtype=object, index=df.index)
+        return sel.id, df
+
+
+def resolve_selection(session, selection_id: int | str):
+    """The :class:`Selection` with this id, or the newest for ``"latest"``."""
+    from sqlalchemy import select
+
+    from curate.db.models import Selection
+
+    if str(selection_id) == "latest":
+        sel = session.scalars(select(Selection).order_by(Selection.id.desc()).limit(1)).first()
+        if sel is None:
+            raise CurateError("no selection in the index yet; run `curate select` first")
+        return sel
+    try:
+        sid = int(selection_id)
+    except ValueError:
+        raise CurateError(f"selection must be an id or 'latest', got {selection_id!r}") from None
+    sel = session.get(Selection, sid)
+    if sel is None:
+        raise CurateError(f"no selection with id {sid}")
+    return sel

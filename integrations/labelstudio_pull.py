@@ -1,0 +1,247 @@
+"""Pull annotations from a Label Studio project into the index (``labels`` table).
+
+Reads the project through an export snapshot (create, poll, download, delete: 4+
+requests whatever the project size; never one request per task), maps each task back
+by ``data.curate_id`` (falling back to our recorded task id), and writes one ``Label``
+row per image with ``source="label-studio"``:
+
+- the latest (by ``updated_at``) non-cancelled annotation wins; its choices give the
+  label (several choices are joined with ``","``); ``annotator`` is the e-mail (or id)
+  of whoever completed it; ``created_at`` is the annotation's update time (UTC);
+- a task whose annotations are all cancelled ("Skip" in the UI), or whose winning
+  annotation holds no choice, gets ``status="skipped"`` and ``label=None``;
+- a task pulled before whose annotations are gone (deleted in Label Studio, task
+  deleted) gets ``status="cancelled"`` and ``label=None``;
+- a label that contradicts a ``labeled`` row of another source (folder, manifest...) is
+  a conflict. ``prefer="existing"`` (default): the other row stays as it is and the
+  label-studio row is stored with ``status="conflict"`` (so it seeds nothing) and the
+  conflict is reported. ``prefer="label-studio"``: the label-studio row is ``labeled``
+  and the contradicted row gets ``status="overridden"`` (kept, not rewritten; restored to
+  ``labeled`` by a later pull that prefers existing or no longer contradicts it).
+
+Each task lands in exactly one count: new, updated, unchanged, skipped or conflict;
+``cancelled`` and ``unmatched`` (tasks we cannot map to an image) are counted apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import select
+
+from curate.db.models import Image, Label, LabelStudioTask
+from curate.errors import CurateError, ServiceError
+from curate.integrations.labelstudio_client import base_url, find_project, service
+from curate.integrations.labelstudio_config import annotation_label, parse_config
+from curate.provenance import utcnow
+
+SOURCE = "label-studio"
+PREFER = ("existing", "label-studio")
+
+
+@dataclass
+class PullReport:
+    project_id: int
+    project_title: str
+    prefer: str
+    tasks: int = 0
+    annotations: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    unmatched: int = 0
+    conflicts: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["conflict_count"] = len(self.conflicts)
+        return d
+
+
+def _time(s: str | None) -> dt.datetime | None:
+    if not s:
+        return None
+    t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _annotator(a: dict) -> str | None:
+    who = a.get("completed_by")
+    if isinstance(who, dict):
+        return who.get("email") or (str(who["id"]) if who.get("id") is not None else None)
+    return None if who is None else str(who)
+
+
+def export_tasks(client, project_id: int, *, timeout: float = 1800.0) -> list[dict]:
+    """All tasks of a project that have annotations (cancelled ones included), as dicts.
+
+    Uses the export snapshot API, which the server builds in batches, instead of task
+    listing (slow for large projects: label-studio-sdk#658). The snapshot is deleted after.
+    """
+    url = base_url(client)
+    ex = client.projects.exports
+    with service(url, f"creating an export snapshot of project {project_id}"):
+        snap = ex.create(project_id, title="curate pull",
+                         task_filter_options={"only_with_annotations": True},
+                         annotation_filter_options={"usual": True, "ground_truth": True, "skipped": True},
+                         serialization_options={"annotations__completed_by": {"only_id": False},
+                                                "include_annotation_history": False})
+    start, wait = time.monotonic(), 0.2
+    status = snap.status
+    while status not in ("completed", "failed"):
+        if time.monotonic() - start > timeout:
+            raise ServiceError(f"Label Studio at {url}: export snapshot {snap.id} of project "
+                               f"{project_id} not ready after {timeout:.0f} s")
+        time.sleep(wait)
+        wait = min(wait * 2, 5.0)
+        with service(url, f"waiting for export snapshot {snap.id}"):
+            status = ex.get(project_id, export_pk=snap.id).status
+    if status == "failed":
+        raise ServiceError(f"Label Studio at {url}: export snapshot {snap.id} of project {project_id} failed")
+    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as f:
+        with service(url, f"downloading export snapshot {snap.id}"):
+            for part in ex.download(project_id, export_pk=snap.id, export_type="JSON",
+                                    request_options={"chunk_size": 1 << 20}):
+                f.write(part)
+        f.seek(0)
+        tasks = json.load(f)
+    try:
+        with service(url, "deleting the export snapshot"):
+            ex.delete(project_id, export_pk=snap.id)
+    except ServiceError:
+        pass  # a leftover snapshot file on the server is harmless
+    return tasks
+
+
+def _winner(task: dict, info) -> tuple[str, str | None, dict] | None:
+    """(status, label, annotation) for a task, or None when it has no annotation."""
+    anns = task.get("annotations") or []
+    if not anns:
+        return None
+    key = lambda a: (_time(a.get("updated_at") or a.get("created_at")) or dt.datetime.min, a.get("id") or 0)  # noqa: E731
+    live = [a for a in anns if not a.get("was_cancelled")]
+    if live:
+        a = max(live, key=key)
+        label = annotation_label(a.get("result") or [], info)
+        return ("labeled" if label is not None else "skipped"), label, a
+    return "skipped", None, max(anns, key=key)
+
+
+def _load_labels(session, image_ids: list[int]) -> dict[int, list[Label]]:
+    out: dict[int, list[Label]] = {}
+    for i in range(0, len(image_ids), 900):
+        for row in session.scalars(select(Label).where(Label.image_id.in_(image_ids[i:i + 900]))):
+            out.setdefault(row.image_id, []).append(row)
+    return out
+
+
+def _restore(rows: list[Label]) -> None:
+    for r in rows:
+        if r.source != SOURCE and r.status == "overridden":
+            r.status = "labeled"
+            r.meta = {k: v for k, v in (r.meta or {}).items() if k != "overridden_by"}
+
+
+def pull_annotations(index, client, project: int | str, prefer: str = "existing", *,
+                     timeout: float = 1800.0) -> PullReport:
+    """Bring the annotations of ``project`` (id or title) into the index; see module doc."""
+    if prefer not in PREFER:
+        raise CurateError(f"--prefer must be one of {', '.join(PREFER)}, got {prefer!r}")
+    proj = find_project(client, project)
+    report = PullReport(project_id=proj.id, project_title=proj.title, prefer=prefer)
+    try:
+        info = parse_config(proj.label_config or "", "project labeling config")
+    except CurateError as e:
+        info = None
+        report.warnings.append(f"{e}; reading every choice/label in the results")
+    tasks = export_tasks(client, proj.id, timeout=timeout)
+    report.tasks = len(tasks)
+    pid = proj.id
+    with index.session() as s:
+        by_task = dict(s.execute(select(LabelStudioTask.task_id, LabelStudioTask.image_id)
+                                 .where(LabelStudioTask.project_id == pid)).all())
+        mapped: dict[int, dict] = {}
+        for t in tasks:
+            cid = (t.get("data") or {}).get("curate_id")
+            image_id = int(cid) if isinstance(cid, (int, str)) and str(cid).isdigit() else by_task.get(t.get("id"))
+            if image_id is None:
+                report.unmatched += 1
+                continue
+            old = mapped.get(image_id)
+            if old is None or (t.get("id") or 0) > (old.get("id") or 0):
+                mapped[image_id] = t  # a duplicate task of the same image: the newer task wins
+        ids = sorted(mapped)
+        known: set[int] = set()
+        for i in range(0, len(ids), 900):
+            known.update(s.scalars(select(Image.id).where(Image.id.in_(ids[i:i + 900]))))
+        report.unmatched += len(set(ids) - known)
+        ids = [i for i in ids if i in known]
+        rows = _load_labels(s, ids)
+        seen: set[int] = set()
+        for image_id in ids:
+            t = mapped[image_id]
+            report.annotations += len(t.get("annotations") or [])
+            won = _winner(t, info)
+            if won is None:
+                continue
+            seen.add(image_id)
+            status, label, a = won
+            mine = rows.get(image_id, [])
+            ls_row = next((r for r in mine if r.source == SOURCE), None)
+            others = [r for r in mine if r.source != SOURCE and r.label is not None
+                      and r.status in ("labeled", "overridden")]
+            meta = {"project_id": pid, "task_id": t.get("id"), "annotation_id": a.get("id"),
+                    "updated_at": a.get("updated_at"), "lead_time": a.get("lead_time")}
+            if a.get("was_cancelled"):
+                meta["reason"] = "cancelled"
+            elif status == "skipped":
+                meta["reason"] = "empty"
+            against = [r for r in others if r.label != label] if status == "labeled" else []
+            if against:
+                report.conflicts.append({
+                    "image_id": image_id, "task_id": t.get("id"), "label_studio": label,
+                    "existing": {r.source: r.label for r in against}, "kept": prefer})
+                meta["conflict"] = {r.source: r.label for r in against}
+                if prefer == "existing":
+                    status = "conflict"
+                    _restore(against)
+                else:
+                    for r in against:
+                        r.status = "overridden"
+                        r.meta = {**(r.meta or {}), "overridden_by": SOURCE}
+            _restore([r for r in others if r not in against or prefer == "existing"])
+            values = dict(label=label, status=status, annotator=_annotator(a),
+                          created_at=_time(a.get("updated_at") or a.get("created_at")) or utcnow())
+            if ls_row is None:
+                s.add(Label(image_id=image_id, source=SOURCE, meta=meta, **values))
+                outcome = "new"
+            elif (any(getattr(ls_row, k) != v for k, v in values.items())
+                  or (ls_row.meta or {}) != meta):
+                for k, v in values.items():
+                    setattr(ls_row, k, v)
+                ls_row.meta = meta
+                outcome = "updated"
+            else:
+                outcome = "unchanged"
+            if status == "conflict":
+                outcome = "conflict"
+            elif status == "skipped":
+                outcome = "skipped"
+            if outcome != "conflict":
+                setattr(report, outcome, getattr(report, outcome) + 1)
+        # pulled before from this project, now without any annotation: cancelled
+        stale = s.scalars(select(Label).where(Label.source == SOURCE, Label.status != "cancelled"))
+        for r in stale:
+            if (r.meta or {}).get("project_id") == pid and r.image_id not in seen:
+                r.status, r.label = "cancelled", None
+                r.meta = {**(r.meta or {}), "cancelled_at": utcnow().isoformat()}
+                _restore(_load_labels(s, [r.image_id]).get(r.image_id, []))
+                report.cancelled += 1
+    return report
