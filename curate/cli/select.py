@@ -3,8 +3,10 @@
 import click
 
 from curate.cli.context import Context, pass_ctx
+from curate.errors import CurateError
 from curate.export import write_selection
 from curate.select import SELECTORS
+from curate.scoring import select_excluding_novel
 from curate.select.selection import select_images
 
 
@@ -19,14 +21,20 @@ from curate.select.selection import select_images
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--fp16", is_flag=True, help="Half-precision embeddings on the GPU.")
 @click.option("--dry-run", is_flag=True, help="Compute and show, but store nothing.")
+@click.option("--exclude-novel", is_flag=True, help="Leave out images the novelty scorer flags.")
+@click.option("--scorer", help="Scorer for --exclude-novel (default: the latest).")
 @click.option("--show", type=int, default=20, show_default=True, help="Rows to print.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed, device, fp16,
-           dry_run, show, as_json) -> None:
+           dry_run, exclude_novel, scorer, show, as_json) -> None:
     """Pick BUDGET images to label, seeded by labelled images and earlier picks."""
-    res = select_images(ctx.index, budget, strategy=strategy, metric=metric, embeddings=embeddings,
-                        batch=batch, seed=seed, dry_run=dry_run, device=device, fp16=fp16)
+    if scorer and not exclude_novel:
+        raise CurateError("--scorer is used with --exclude-novel; add --exclude-novel")
+    kw = dict(strategy=strategy, metric=metric, embeddings=embeddings, batch=batch, seed=seed,
+              dry_run=dry_run, device=device, fp16=fp16)
+    res = (select_excluding_novel(ctx.index, budget, scorer, **kw) if exclude_novel
+           else select_images(ctx.index, budget, **kw))
     if out:
         write_selection(res.picks, out)
     if as_json:
@@ -36,6 +44,9 @@ def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed,
     title = (f"selection {res.selection_id}" if res.selection_id else "dry run (not stored)") + \
         f": {budget} by {strategy}/{metric} over {res.embedding_set} " \
         f"({res.params['n_centres']} centres, pool {res.params['pool_size']})"
+    if exclude_novel:
+        ex = res.params["exclude_novel"]
+        title += f", {ex['excluded']} novel excluded by {ex['scorer']}"
     ctx.table(title, ["rank", "image", "distance", "label", "path"],
               [[r.rank, r.image_id, "" if r.distance != r.distance else f"{r.distance:.4f}",
                 r.label, r.path] for r in head.itertuples()])

@@ -1,0 +1,173 @@
+"""``curate fit-scorer | score | check-batch | tune-scorer``: novelty scores and batch shift."""
+
+import click
+
+from curate.batch_shift import check_batch_shift
+from curate.cli.context import Context, pass_ctx
+from curate.errors import CurateError
+from curate.novelty import SCORERS
+from curate.scorer_store import fit_scorer as run_fit
+from curate.scorer_tuning import fit_command, tune_scorer as run_tune
+from curate.scoring import score_images, write_frame
+
+
+def _fmt(v, spec=".4g"):
+    return "" if v is None else format(v, spec)
+
+
+def _settings(kind, params) -> str:
+    """Parameters that differ from the scorer's defaults, as ``k=v, ...``."""
+    import inspect
+
+    sig = inspect.signature(SCORERS.get(kind).__init__).parameters
+    diff = {k: v for k, v in params.items() if k in sig and sig[k].default != v}
+    return ", ".join(f"{k}={v}" for k, v in diff.items()) or "defaults"
+
+
+def _shrinkage(value):
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+@click.command("fit-scorer")
+@click.option("--scorer", "kind", required=True, metavar="NAME",
+              help=f"Scorer kind: {', '.join(SCORERS.names())}.")
+@click.option("--name", help="Name to store it under (default: KIND@EMBEDDING_SET).")
+@click.option("--embeddings", help="Embedding set (default: the latest).")
+@click.option("--reference-batch", "batches", multiple=True,
+              help="Batch(es) forming the reference (repeatable; default: all ok images).")
+@click.option("--calibration-fraction", type=float, default=0.1, show_default=True,
+              help="Share of the reference held out to calibrate the threshold.")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="Target false-positive rate of the flag.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--k", type=int, help="knn: which neighbour (k-th nearest).")
+@click.option("--tau", type=float, help="cosine-weighted: temperature.")
+@click.option("--metric", help="centroid: l1, l2, minkowski or cosine.")
+@click.option("--p", type=float, help="centroid: Minkowski order.")
+@click.option("--shrinkage", help="mahalanobis*: ledoit-wolf, oas or a number in [0, 1].")
+@click.option("--index", "index_kind", help="knn/max-cosine: flat, ivf or hnsw.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fraction, alpha, seed,
+               k, tau, metric, p, shrinkage, index_kind, as_json) -> None:
+    """Fit a novelty scorer on reference images and calibrate its flag at ALPHA."""
+    rep = run_fit(ctx.index, ctx.workspace, kind, name=name, embeddings=embeddings,
+                  reference_batches=list(batches) or None,
+                  calibration_fraction=calibration_fraction, alpha=alpha, seed=seed, k=k, tau=tau,
+                  metric=metric, p=p, shrinkage=_shrinkage(shrinkage), index=index_kind)
+    if as_json:
+        ctx.json(rep.as_dict())
+        return
+    cal = rep.calibration
+    ctx.table(f"scorer {rep.name} ({rep.kind}) on {rep.embedding_set}",
+              ["reference", "calibration", "alpha", "threshold", "guaranteed FPR", "params"],
+              [[cal["n_ref"], cal["n_cal"], rep.alpha, _fmt(rep.threshold),
+                _fmt(cal["guaranteed_fpr"]), _settings(rep.kind, rep.params)]])
+    ctx.console.print(f"state: {rep.state_path}", markup=False)
+
+
+@click.command("score")
+@click.option("--scorer", help="Stored scorer name (default: the latest).")
+@click.option("--batch", help="Score only this ingest batch.")
+@click.option("--embeddings", help="Must be the scorer's embedding set (the default).")
+@click.option("--top", type=int, default=20, show_default=True, help="Rows to print, most novel first.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write all scores to FILE.csv|.parquet|.json.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def score(ctx: Context, scorer, batch, embeddings, top, out, as_json) -> None:
+    """Score images (higher = more novel), store score, p-value and flag per image."""
+    rep = score_images(ctx.index, scorer, batch=batch, embeddings=embeddings)
+    if out:
+        write_frame(rep.scores, out)
+    if as_json:
+        ctx.json(rep.as_dict(top))
+        return
+    ctx.table(f"{rep.scorer}: {len(rep.scores)} scored, {rep.n_flagged} flagged at alpha="
+              f"{rep.alpha:g} (score > {rep.threshold:.4g})",
+              ["rank", "image", "score", "p-value", "flagged", "path"],
+              [[r.rank, r.image_id, f"{r.score:.4g}", f"{r.p_value:.3g}", "yes" if r.flagged else "",
+                r.path] for r in rep.scores.head(top).itertuples()])
+    if out:
+        ctx.console.print(f"written: {out}", markup=False)
+
+
+@click.command("check-batch")
+@click.option("--batch", required=True, help="The ingest batch to check.")
+@click.option("--scorer", help="Stored scorer name (default: the latest).")
+@click.option("--alpha", type=float, help="Significance / flag level (default: the scorer's alpha).")
+@click.option("--permutations", type=int, default=1000, show_default=True, help="MMD permutations.")
+@click.option("--max-ref", type=int, default=10_000, show_default=True,
+              help="Reference images used by the MMD test (random subsample).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fail-on-shift", is_flag=True, help="Exit with status 3 when the batch is shifted.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def check_batch(ctx: Context, batch, scorer, alpha, permutations, max_ref, seed, fail_on_shift,
+                as_json) -> None:
+    """Is BATCH shifted from the scorer's reference? Flag rate + MMD test, BH across batches."""
+    rep = check_batch_shift(ctx.index, batch, scorer, alpha=alpha, permutations=permutations,
+                            max_ref=max_ref, seed=seed)
+    r = rep.result
+    if as_json:
+        ctx.json(rep.as_dict())
+    else:
+        mmd = r["mmd"]
+        ctx.table(f"batch {batch} vs scorer {rep.scorer}: {rep.verdict.upper()}",
+                  ["test", "statistic", "p-value", "effect"],
+                  [["flagged fraction (binomial)", f"{r['n_flagged']}/{r['n_batch']}",
+                    _fmt(r["binomial_p"], ".3g"), r["effect"]],
+                   [f"MMD^2 ({mmd['n_permutations']} permutations)", _fmt(mmd["statistic"]),
+                    _fmt(mmd["p_value"], ".3g"),
+                    f"effect size {mmd['effect_size']:.3f} ({mmd['n_ref']} ref vs {mmd['n_batch']})"],
+                   ["combined (Bonferroni)", "", _fmt(r["combined_p"], ".3g"), r["per_batch_verdict"]],
+                   [f"Benjamini-Hochberg over {r['bh']['n_batches']} batch(es)", "",
+                    _fmt(r["bh"]["adjusted_p"], ".3g"), f"q = {r['bh']['q']:g}"]])
+        ctx.console.print(f"verdict: {rep.verdict} (check {rep.check_id})", markup=False)
+    if fail_on_shift and rep.shifted:
+        raise CurateError(f"batch {batch!r} is shifted (BH-adjusted p = "
+                          f"{r['bh']['adjusted_p']:.3g} <= {r['bh']['q']:g})", exit_code=3)
+
+
+def _split_candidates(values):
+    out = []
+    for v in values:
+        out += [c for c in v.replace(";", " ").split() if c]
+    return out or None
+
+
+@click.command("tune-scorer")
+@click.option("--embeddings", help="Embedding set (default: the latest).")
+@click.option("--candidates", multiple=True, metavar="NAME[:p=v,...]",
+              help="Candidates, space-separated or repeated, e.g. 'knn:k=10 cosine-weighted:tau=0.02'.")
+@click.option("--batch", "batches", multiple=True, help="In-distribution batch(es) (default: all).")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True,
+              help="Share held out as in-distribution test set.")
+@click.option("--n-sens", type=int, help="Training images held out as 'sens' (default: min(1000, train/5)).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def tune_scorer(ctx: Context, embeddings, candidates, batches, test_fraction, n_sens, seed,
+                as_json) -> None:
+    """Pick a scorer and settings from in-distribution data only (sensitivity ~ 0.5+)."""
+    rep = run_tune(ctx.index, embeddings, _split_candidates(candidates), list(batches) or None,
+                   test_fraction=test_fraction, n_sens=n_sens, seed=seed)
+    if as_json:
+        ctx.json(rep.as_dict())
+        return
+    ctx.table(f"sensitivity on {rep.embedding_set}: {rep.n_train} train ({rep.n_sens} sens), "
+              f"{rep.n_test} test-in", ["candidate", "sensitivity", "10-NN acc", "seconds", "note"],
+              [[("* " if t["selected"] else "  ") + t["label"], _fmt(t["sensitivity"], ".3f"),
+                _fmt(t["knn_accuracy"], ".3f"), _fmt(t["seconds"], ".2f"), t["error"] or ""]
+               for t in rep.table])
+    chosen = ", ".join(f"{k}={v}" for k, v in rep.chosen.items() if k != "scorer")
+    ctx.console.print(f"chosen: {rep.chosen['scorer']}" + (f" ({chosen})" if chosen else ""),
+                      markup=False)
+    ctx.console.print(f"fit it: {fit_command(rep.chosen, rep.embedding_set)}", markup=False)
+
+
+COMMANDS = [fit_scorer, score, check_batch, tune_scorer]

@@ -1,0 +1,334 @@
+"""Stored novelty scorers: fit on the index's embeddings, calibrate, store, load.
+
+The I/O edge of ``curate.novelty`` (the pure compute core).
+
+``fit_scorer`` takes the ok, embedded images of the reference batches (default: all),
+holds out a random ``calibration_fraction`` of them as the calibration split (never
+part of the reference), fits the scorer on the rest and calibrates a split-conformal
+threshold at false-positive rate ``alpha`` on the calibration scores. The state is an
+``.npz`` ``<models_dir>/scorers/<name>-<id>.npz`` (written to a temporary name, renamed when
+the row is added) with three extra arrays: ``curate_reference_ids`` (image ids in fit
+order), ``curate_calibration_ids`` and ``curate_cal_scores``; plus a ``Scorer`` row
+(kind, embedding set, parameters, threshold, alpha, calibration summary, versions).
+
+Class-conditional scorers (``mahalanobis-class``, ``centroid``, ``vmf``) use the
+index's labels (:func:`curate.data.image_labels`); their reference is the labelled
+images, and a split never leaves a class with fewer rows than the scorer needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from curate.data import image_labels
+from curate.db.models import Batch, EmbeddingSet, Image, Scorer
+from curate.embeddings import get_set, load_embeddings, safe_name
+from curate.errors import CurateError
+from curate.novelty import NoveltyScorer, make_scorer, scorer_from_state
+from curate.novelty.calibration import ConformalCalibrator
+from curate.provenance import versions
+
+#: scorers fitted per class: they need labels from the index
+CLASS_CONDITIONAL = ("mahalanobis-class", "centroid", "vmf")
+_EXTRA = ("curate_reference_ids", "curate_calibration_ids", "curate_cal_scores")
+
+
+# ----------------------------------------------------------------------- helpers
+def check_finite(ids: np.ndarray, X: np.ndarray, where: str) -> None:
+    """CurateError naming the first image whose embedding has NaN/inf."""
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise CurateError(f"{where} has NaN/inf embeddings for {int(bad.sum())} image(s) "
+                          f"(first: image id {int(ids[bad][0])}); re-embed them")
+
+
+def ids_hash(ids) -> str:
+    """sha256 (first 16 hex) of the sorted int64 image ids."""
+    a = np.sort(np.asarray(ids, dtype="<i8"))
+    return hashlib.sha256(a.tobytes()).hexdigest()[:16]
+
+
+def check_alpha(alpha: float) -> float:
+    if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
+        raise CurateError(f"alpha must be in (0, 1), got {alpha}")
+    return float(alpha)
+
+
+def batch_image_ids(session, batches) -> np.ndarray | None:
+    """Ids of the images in ``batches`` (None = no restriction); unknown names raise."""
+    if not batches:
+        return None
+    batches = list(dict.fromkeys(batches))
+    found = dict(session.execute(select(Batch.name, Batch.id).where(Batch.name.in_(batches))).all())
+    missing = [b for b in batches if b not in found]
+    if missing:
+        raise CurateError(f"no batch named {missing[0]!r}")
+    rows = session.scalars(select(Image.id).where(Image.batch_id.in_(list(found.values()))))
+    return np.fromiter(rows, np.int64)
+
+
+def split_calibration(n: int, fraction: float, seed: int | None, y=None,
+                      min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(reference positions, calibration positions), both sorted.
+
+    A random ``round(fraction * n)`` (>= 1) rows go to calibration; with labels ``y``
+    a row stays in the reference when moving it would leave its class with fewer than
+    ``min_per_class`` reference rows.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise CurateError(f"calibration fraction must be in (0, 1), got {fraction}")
+    if n < 2:
+        raise CurateError(f"need at least 2 reference images to fit and calibrate, got {n}")
+    target = min(max(int(round(fraction * n)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    if y is None:
+        cal = perm[:target]
+    else:
+        classes, inv = np.unique(y, return_inverse=True)
+        left = np.bincount(inv, minlength=len(classes))
+        cal = []
+        for i in perm:
+            if len(cal) == target:
+                break
+            if left[inv[i]] - 1 >= min_per_class:
+                cal.append(i)
+                left[inv[i]] -= 1
+        cal = np.asarray(cal, np.int64)
+    mask = np.zeros(n, bool)
+    mask[cal] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+# ------------------------------------------------------------------------ fitting
+@dataclass
+class FitReport:
+    scorer_id: int
+    name: str
+    kind: str
+    embedding_set: str
+    params: dict
+    threshold: float
+    alpha: float
+    calibration: dict
+    state_path: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _unique_name(session, wanted: str | None, default: str) -> str:
+    taken = set(session.scalars(select(Scorer.name)))
+    if wanted is not None:
+        if wanted in taken:
+            raise CurateError(f"a scorer named {wanted!r} exists; pick another --name")
+        return wanted
+    name, i = default, 2
+    while name in taken:
+        name, i = f"{default}-{i}", i + 1
+    return name
+
+
+def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings: str | None = None,
+               reference_batches=None, calibration_fraction: float = 0.1, alpha: float = 0.05,
+               seed: int | None = 0, **params: Any) -> FitReport:
+    """Fit, calibrate and store a named scorer (see the module doc); returns a FitReport.
+
+    ``params`` go to the scorer's constructor (e.g. ``k=10``, ``tau=0.04``). Everything
+    is computed before anything is written; the row and the state file appear together.
+    """
+    alpha = check_alpha(alpha)
+    params = {k: v for k, v in params.items() if v is not None}
+    params.setdefault("random_state", seed)
+    est = make_scorer(scorer, **params)  # unknown kind / bad parameters fail here
+    with index.session() as s:
+        es = get_set(s, embeddings)
+        set_name, set_id = es.name, es.id
+        restrict = batch_image_ids(s, reference_batches)
+        labels = image_labels(s) if scorer in CLASS_CONDITIONAL else None
+        name = _unique_name(s, name, f"{scorer}@{set_name}")
+    ids, X = load_embeddings(index, set_name, image_ids=restrict)
+    where = f"reference ({'batches ' + ', '.join(reference_batches) if reference_batches else 'all batches'})"
+    if len(ids) == 0:
+        raise CurateError(f"the {where} holds no embedded images in set {set_name}; "
+                          "run `curate embed` or check --reference-batch")
+    check_finite(ids, X, f"embedding set {set_name}")
+    y, n_unlabelled = None, 0
+    if labels is not None:
+        has = np.array([int(i) in labels for i in ids], bool)
+        if not has.any():
+            raise CurateError(f"scorer {scorer} is class-conditional and needs labels, but none of "
+                              f"the {len(ids)} reference images has one (ingest with --labels, "
+                              "or pull labels from Label Studio)")
+        n_unlabelled = int((~has).sum())
+        ids, X = ids[has], X[has]
+        y = np.array([labels[int(i)] for i in ids])
+    ref, cal = split_calibration(len(ids), calibration_fraction, seed, y, est.min_class_size)
+    if alpha < 1.0 / (len(cal) + 1) - 1e-9:  # checked before the (costly) fit
+        raise CurateError(f"alpha={alpha:g} is below 1/(n+1)={1 / (len(cal) + 1):.4g} for {len(cal)} "
+                          "calibration images; raise --alpha, --calibration-fraction or the reference")
+    est.fit(X[ref], None if y is None else y[ref])
+    calibrator = ConformalCalibrator(alpha).fit(est.score_samples(X[cal]))
+    n_cal = len(cal)
+    calibration = {
+        "n_cal": n_cal, "n_ref": len(ref), "fraction": float(calibration_fraction), "seed": seed,
+        "reference_batches": list(reference_batches) if reference_batches else None,
+        "reference_ids_sha256": ids_hash(ids[ref]), "calibration_ids_sha256": ids_hash(ids[cal]),
+        "n_unlabelled_dropped": n_unlabelled,
+        "n_classes": None if y is None else int(len(np.unique(y[ref]))),
+        # split conformal: P(flag | in-distribution) = floor(alpha (n+1)) / (n+1) <= alpha
+        "guaranteed_fpr": float(np.floor(alpha * (n_cal + 1) + 1e-9) / (n_cal + 1)),
+        "min_alpha": 1.0 / (n_cal + 1),
+        # in-sample on the calibration split (optimistic by construction; a sanity check)
+        "achieved_fpr_in_sample": calibrator.achieved_fpr(calibrator.cal_scores_),
+    }
+    state = est.get_state()
+    state.update(curate_reference_ids=ids[ref], curate_calibration_ids=ids[cal],
+                 curate_cal_scores=calibrator.cal_scores_)
+    folder = Path(ws.models_dir) / "scorers"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{safe_name(name)}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **state)
+    final = None
+    try:
+        with index.session() as s:
+            row = Scorer(name=name, kind=scorer, embedding_set_id=set_id, params=est.get_params(),
+                         threshold=float(calibrator.threshold_), alpha=alpha,
+                         calibration=calibration, versions=versions())
+            s.add(row)
+            s.flush()  # the id makes the file name unique
+            scorer_id = row.id
+            row.state_path = str(folder / f"{safe_name(name)}-{scorer_id}.npz")
+            os.replace(tmp, row.state_path)
+            final = row.state_path
+    except BaseException as exc:
+        if final is not None:
+            Path(final).unlink(missing_ok=True)
+        if isinstance(exc, IntegrityError):
+            raise CurateError(f"a scorer named {name!r} exists; pick another --name") from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return FitReport(scorer_id, name, scorer, set_name, est.get_params(),
+                     float(calibrator.threshold_), alpha, calibration, final)
+
+
+# ------------------------------------------------------------------------ loading
+@dataclass
+class StoredScorer:
+    """A stored scorer loaded back: the fitted estimator, its calibrator and ids."""
+
+    id: int
+    name: str
+    kind: str
+    embedding_set: str
+    dim: int
+    params: dict
+    alpha: float
+    threshold: float
+    estimator: NoveltyScorer
+    calibrator: ConformalCalibrator
+    reference_ids: np.ndarray  # int64, fit order
+    calibration_ids: np.ndarray
+    calibration: dict = field(default_factory=dict)
+
+    def scores(self, ids: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Novelty float64[n] of images ``ids`` with embeddings X (higher = more novel);
+        reference images leave-one-out when the scorer keeps the reference."""
+        ids = np.asarray(ids, np.int64)
+        if X.shape[1] != self.dim:
+            raise CurateError(f"dimension mismatch: scorer {self.name} was fitted on {self.dim}-d "
+                              f"embeddings, got {X.shape[1]}-d")
+        out = np.empty(len(ids))
+        in_ref = np.isin(ids, self.reference_ids)
+        loo = in_ref & self.estimator.uses_reference
+        if (~loo).any():
+            out[~loo] = self.estimator.score_samples(X[~loo])
+        if loo.any():
+            order = np.argsort(self.reference_ids, kind="stable")
+            pos = order[np.searchsorted(self.reference_ids[order], ids[loo])]
+            out[loo] = self.estimator.score_reference(pos)
+        return out
+
+    def decide(self, ids, X, alpha: float | None = None) -> pd.DataFrame:
+        """image_id, score, p_value, flagged (at ``alpha``, default the stored one), in_reference."""
+        cal = self.calibrator if alpha in (None, self.alpha) else \
+            ConformalCalibrator(check_alpha(alpha)).fit(self.calibrator.cal_scores_)
+        s = self.scores(ids, X)
+        return pd.DataFrame({"image_id": np.asarray(ids, np.int64), "score": s,
+                             "p_value": cal.p_values(s), "flagged": cal.predict(s),
+                             "in_reference": np.isin(ids, self.reference_ids)})
+
+
+def get_scorer_row(session, name: str | None = None) -> Scorer:
+    """The named scorer row, or the latest one."""
+    if name is None:
+        row = session.scalar(select(Scorer).order_by(Scorer.id.desc()).limit(1))
+        if row is None:
+            raise CurateError("no scorer yet; run `curate fit-scorer` first")
+        return row
+    row = session.scalar(select(Scorer).where(Scorer.name == name))
+    if row is None:
+        names = session.scalars(select(Scorer.name)).all()
+        raise CurateError(f"no scorer named {name!r}"
+                          + (f"; have: {', '.join(names)}" if names else "; run `curate fit-scorer` first"))
+    return row
+
+
+def load_scorer(index, name: str | None = None) -> StoredScorer:
+    """Load a stored scorer (by name, default the latest) with its state file."""
+    with index.session() as s:
+        row = get_scorer_row(s, name)
+        es = s.get(EmbeddingSet, row.embedding_set_id)
+        info = dict(id=row.id, name=row.name, kind=row.kind, embedding_set=es.name, dim=es.dim,
+                    params=dict(row.params or {}), alpha=float(row.alpha), threshold=row.threshold,
+                    calibration=dict(row.calibration or {}))
+        path = Path(row.state_path or "")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise CurateError(f"cannot read the state of scorer {info['name']} at {path}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if any(k not in state for k in _EXTRA):
+        raise CurateError(f"{path} is not a curate scorer state (missing reference ids)")
+    est = scorer_from_state({k: v for k, v in state.items() if k not in _EXTRA})
+    if int(est.n_features_in_) != info["dim"]:
+        raise CurateError(f"dimension mismatch: scorer {info['name']} state is {est.n_features_in_}-d "
+                          f"but embedding set {info['embedding_set']} is {info['dim']}-d")
+    cal = ConformalCalibrator(info["alpha"]).fit(state["curate_cal_scores"])
+    return StoredScorer(**info, estimator=est, calibrator=cal,
+                        reference_ids=state["curate_reference_ids"].astype(np.int64),
+                        calibration_ids=state["curate_calibration_ids"].astype(np.int64))
+
+
+def load_for_scorer(index, st: StoredScorer, embeddings: str | None = None,
+                    batch: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of ok images (of ``batch``) from the scorer's set; another set is refused."""
+    if embeddings is not None and embeddings != st.embedding_set:
+        with index.session() as s:
+            dim = get_set(s, embeddings).dim
+        if dim != st.dim:
+            raise CurateError(f"dimension mismatch: scorer {st.name} was fitted on set "
+                              f"{st.embedding_set} ({st.dim}-d), set {embeddings} is {dim}-d")
+        raise CurateError(f"scorer {st.name} was fitted on set {st.embedding_set}; scores on "
+                          f"set {embeddings} would compare different spaces")
+    ids, X = load_embeddings(index, st.embedding_set, batch=batch)
+    if len(ids) == 0:
+        raise CurateError((f"batch {batch!r} has" if batch else "the index has")
+                          + f" no embedded images in set {st.embedding_set}; run `curate embed`")
+    check_finite(ids, X, f"embedding set {st.embedding_set}")
+    return ids, X
+
+
+__all__ = ["fit_scorer", "load_scorer", "load_for_scorer", "get_scorer_row", "FitReport",
+           "StoredScorer", "CLASS_CONDITIONAL", "split_calibration", "check_finite", "check_alpha",
+           "ids_hash", "batch_image_ids"]
