@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
+from curate.db.lookup import named_or_latest
 from curate.db.models import Batch, EmbeddingRow, EmbeddingSet, Image
 from curate.errors import CurateError
 
@@ -27,17 +28,8 @@ def safe_name(name: str) -> str:
 
 def get_set(session, name: str | None = None) -> EmbeddingSet:
     """The named embedding set, or the most recently created one."""
-    if name is None:
-        es = session.scalar(select(EmbeddingSet).order_by(EmbeddingSet.id.desc()).limit(1))
-        if es is None:
-            raise CurateError("no embeddings yet; run `curate embed` first")
-        return es
-    es = session.scalar(select(EmbeddingSet).where(EmbeddingSet.name == name))
-    if es is None:
-        names = session.scalars(select(EmbeddingSet.name)).all()
-        raise CurateError(f"no embedding set named {name!r}"
-                          + (f"; have: {', '.join(names)}" if names else "; run `curate embed` first"))
-    return es
+    return named_or_latest(session, EmbeddingSet, name, "embedding set",
+                           "run `curate embed` first")
 
 
 def append_shard(session, es: EmbeddingSet, image_ids: np.ndarray, X: np.ndarray) -> int:

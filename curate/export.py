@@ -11,7 +11,6 @@ picked; NaN if unknown), ``label`` (str or None, the current label in the index)
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -42,28 +41,21 @@ def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
-    out = []
-    for rec in df.to_dict(orient="records"):
-        d = rec.get("distance")
-        if d is not None and isinstance(d, float) and math.isnan(d):
-            rec["distance"] = None
-        out.append(rec)
-    return out
+    """Rows as dicts with NaN/NA turned into None (valid JSON)."""
+    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
 
 
-def write_selection(rows: pd.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
-    """Write selection ``rows`` to ``path``; the format comes from ``fmt`` or the suffix.
+def write_frame(df: pd.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
+    """Write ``df`` to ``path`` as csv, parquet or json (a list of records, NaN -> null).
 
-    ``fmt``: ``csv``, ``parquet`` or ``json`` (a list of row objects). Suffixes: .csv,
-    .parquet/.pq, .json. Raises :class:`CurateError` for an unknown format.
-    Cost: O(rows). Returns the path written.
+    The format comes from ``fmt`` or the suffix (.csv, .parquet/.pq, .json); anything
+    else raises :class:`CurateError`. Cost: O(rows). Returns the path written.
     """
     path = Path(path)
     fmt = fmt or FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "parquet", "json"):
         raise CurateError(f"cannot tell the export format of {path.name}: use a .csv, "
                           ".parquet or .json file (or --format)")
-    df = _normalise(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         df.to_csv(path, index=False)
@@ -72,6 +64,11 @@ def write_selection(rows: pd.DataFrame, path: Path | str, fmt: str | None = None
     else:
         path.write_text(json.dumps(_records(df), indent=1, default=str) + "\n")
     return path
+
+
+def write_selection(rows: pd.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
+    """Write selection ``rows`` (columns as in the module docstring) with :func:`write_frame`."""
+    return write_frame(_normalise(rows), path, fmt)
 
 
 def labelstudio_tasks(rows: pd.DataFrame, image_url: Callable[[str], str]) -> list[dict]:

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from curate.data import image_labels
+from curate.db.lookup import named_or_latest
 from curate.db.models import Batch, EmbeddingSet, Image, Scorer
 from curate.embeddings import get_set, load_embeddings, safe_name
 from curate.errors import CurateError
@@ -270,17 +271,7 @@ class StoredScorer:
 
 def get_scorer_row(session, name: str | None = None) -> Scorer:
     """The named scorer row, or the latest one."""
-    if name is None:
-        row = session.scalar(select(Scorer).order_by(Scorer.id.desc()).limit(1))
-        if row is None:
-            raise CurateError("no scorer yet; run `curate fit-scorer` first")
-        return row
-    row = session.scalar(select(Scorer).where(Scorer.name == name))
-    if row is None:
-        names = session.scalars(select(Scorer.name)).all()
-        raise CurateError(f"no scorer named {name!r}"
-                          + (f"; have: {', '.join(names)}" if names else "; run `curate fit-scorer` first"))
-    return row
+    return named_or_latest(session, Scorer, name, "scorer", "run `curate fit-scorer` first")
 
 
 def load_scorer(index, name: str | None = None) -> StoredScorer:

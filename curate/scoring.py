@@ -10,34 +10,14 @@ neighbour scorers (their own match skipped); the other scorers score them in-sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
 from curate.db.models import Image, Score
-from curate.errors import CurateError
-from curate.export import FORMATS
 from curate.provenance import utcnow
 from curate.scorer_store import load_for_scorer, load_scorer
-
-
-def write_frame(df: pd.DataFrame, path: Path | str) -> Path:
-    """Write a DataFrame as .csv, .parquet/.pq or .json (list of records)."""
-    path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise CurateError(f"cannot tell the format of {path.name}: use .csv, .parquet or .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        df.to_csv(path, index=False)
-    elif fmt == "parquet":
-        df.to_parquet(path, index=False)
-    else:
-        df.to_json(path, orient="records", indent=1)
-    return path
-
 
 
 # ------------------------------------------------------------------------ scoring
@@ -128,4 +108,4 @@ def select_excluding_novel(index, budget: int, scorer: str | None = None, **sele
                          extra_params={**extra, **select_kw.pop("extra_params", {})}, **select_kw)
 
 
-__all__ = ["score_images", "select_excluding_novel", "ScoreReport", "write_frame"]
+__all__ = ["score_images", "select_excluding_novel", "ScoreReport"]

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from curate.db.models import Image, Label, Selection, SelectionItem
 from curate.errors import CurateError
-from curate.export import (COLUMNS, labelstudio_tasks, selection_frame, write_labelstudio_json,
+from curate.export import (COLUMNS, labelstudio_tasks, selection_frame, write_frame, write_labelstudio_json,
                            write_selection)
 from curate.workspace import init_workspace
 
@@ -111,3 +111,11 @@ def test_export_cli(ws_with_selection, tmp_path, monkeypatch):
     assert tasks[0]["data"]["image"] == "http://img/img2.png" and tasks[0]["data"]["curate_id"] == 3
     r = CliRunner().invoke(main, ["-w", str(ws.root), "export", "--format", "labelstudio-json"])
     assert r.exit_code == 2 and "document root" in r.output
+
+
+def test_write_frame_formats(tmp_path):
+    df = pd.DataFrame({"image_id": [1, 2], "score": [0.5, 0.1]})
+    for suffix, reader in (("csv", pd.read_csv), ("parquet", pd.read_parquet), ("json", pd.read_json)):
+        assert list(reader(write_frame(df, tmp_path / f"s.{suffix}"))["image_id"]) == [1, 2]
+    with pytest.raises(CurateError, match="cannot tell the export format"):
+        write_frame(df, tmp_path / "s.txt")

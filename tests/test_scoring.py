@@ -11,7 +11,7 @@ from curate.db.models import Batch, EmbeddingSet, Image, Label, Model, Score, Sc
 from curate.embeddings import append_shard
 from curate.errors import CurateError
 from curate.scorer_store import fit_scorer, load_scorer, split_calibration
-from curate.scoring import score_images, select_excluding_novel, write_frame
+from curate.scoring import score_images, select_excluding_novel
 from curate.workspace import init_workspace
 from novelty_images import ingest_and_embed, write_corpus
 
@@ -223,12 +223,3 @@ def test_missing_state_file(shared, tmp_path):
             score_images(index, name)
     finally:
         moved.rename(path)
-
-
-def test_write_frame_formats(tmp_path):
-    import pandas as pd
-    df = pd.DataFrame({"image_id": [1, 2], "score": [0.5, 0.1]})
-    for suffix, reader in (("csv", pd.read_csv), ("parquet", pd.read_parquet), ("json", pd.read_json)):
-        assert list(reader(write_frame(df, tmp_path / f"s.{suffix}"))["image_id"]) == [1, 2]
-    with pytest.raises(CurateError, match="cannot tell the format"):
-        write_frame(df, tmp_path / "s.txt")

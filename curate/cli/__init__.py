@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from curate.cli.context import Context, pass_ctx  # noqa: F401
+from curate.cli.context import Context
 from curate.errors import CurateError
 
 

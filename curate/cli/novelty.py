@@ -8,7 +8,8 @@ from curate.errors import CurateError
 from curate.novelty import SCORERS
 from curate.scorer_store import fit_scorer as run_fit
 from curate.scorer_tuning import fit_command, tune_scorer as run_tune
-from curate.scoring import score_images, write_frame
+from curate.export import write_frame
+from curate.scoring import score_images
 
 
 def _fmt(v, spec=".4g"):

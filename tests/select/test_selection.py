@@ -87,7 +87,7 @@ def test_bad_budgets(index, embedded, budget, match):
 
 def test_no_embeddings_yet(index, image_folder):
     ingest(index, [image_folder])
-    with pytest.raises(CurateError, match="no embeddings yet"):
+    with pytest.raises(CurateError, match="no embedding set yet"):
         select_images(index, 3)
     with pytest.raises(CurateError, match="unknown strategy"):
         select_images(index, 3, strategy="nope")
