@@ -1,0 +1,163 @@
+"""``curate train --method simclr|moco|dino|dino-neg|autoencoder|... [options]``.
+
+Common options are declared here; each method's own hyper-parameters come from its
+``OPTIONS`` (see :mod:`curate.trainers.base`) and are added on first use, so that the
+trainers (torch, Lightning) load only when ``train`` runs or shows its help.
+"""
+
+from __future__ import annotations
+
+import click
+
+from curate.cli.context import Context, pass_ctx
+
+_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
+
+
+def _devices(value: str | None):
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return value  # e.g. "0,1"
+
+
+def _common_params() -> list[click.Parameter]:
+    from curate.trainers.backbones import backbone_names
+    from curate.trainers.run import load_methods
+
+    O = click.Option
+    return [
+        O(["--method"], type=click.Choice(load_methods()), help="Training method."),
+        O(["--resume"], metavar="RUN", help="Continue an interrupted run from its last checkpoint "
+          "(its stored options are used; only runtime options may change)."),
+        O(["--name"], help="Run/model name (default: METHOD-TIMESTAMP)."),
+        O(["--batch"], metavar="NAME", help="Train on one ingested batch (default: all ok images)."),
+        O(["--backbone"], type=click.Choice(backbone_names()),
+          help="Backbone (default: small-cnn up to 64 px, resnet18 above)."),
+        O(["--weights"], type=click.Path(dir_okay=False), help="Start from local backbone weights."),
+        O(["--image-size"], type=int, help="Training size in px (default: median shorter side, 16-224)."),
+        O(["--channels"], type=click.Choice(["1", "3"]), help="1 = grayscale, 3 = RGB (default: from the data)."),
+        O(["--epochs"], type=int, default=100, show_default=True),
+        O(["--batch-size"], type=int, default=256, show_default=True),
+        O(["--lr"], type=float, help="Learning rate (default: per method)."),
+        O(["--weight-decay"], type=float, help="Weight decay (default: per method)."),
+        O(["--optimizer"], type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", show_default=True),
+        O(["--warmup-epochs"], type=float, default=0.0, show_default=True, help="Linear LR warm-up, then cosine."),
+        O(["--max-steps"], type=int, default=-1, help="Stop after this many optimizer steps."),
+        O(["--max-minutes"], type=float, help="Stop after this many minutes (the run is still finished)."),
+        O(["--devices"], default=None, help="Lightning devices: auto, a count or ids like 0,1."),
+        O(["--num-nodes"], type=int, help="Number of nodes (multi-node needs --name)."),
+        O(["--strategy"], help="Lightning strategy, e.g. ddp (default: auto)."),
+        O(["--accelerator"], help="auto, cpu, gpu (default: auto)."),
+        O(["--precision"], default="32-true", show_default=True, help="e.g. 32-true, 16-mixed, bf16-mixed."),
+        O(["--seed"], type=int, default=0, show_default=True),
+        O(["--workers"], type=int, help="DataLoader workers per process (default: min(4, CPUs-1))."),
+        O(["--knn-monitor"], is_flag=True, help="Report k-NN accuracy on a held-out labelled split each epoch."),
+        O(["--knn-holdout"], type=float, default=0.1, show_default=True, help="Held-out fraction for --knn-monitor."),
+        O(["--checkpoint-every"], type=int, help="Checkpoint every N steps (default 100; 0 = epoch ends only)."),
+        O(["--no-progress"], is_flag=True, help="No progress bar."),
+        O(["--json", "as_json"], is_flag=True, help="Print the run as JSON."),
+    ]
+
+
+def _method_params(taken: set[str]) -> list[click.Parameter]:
+    """One option per distinct method hyper-parameter across TRAINERS."""
+    from curate.trainers import TRAINERS
+
+    seen: dict[str, tuple] = {}
+    for m in TRAINERS.names():
+        for o in TRAINERS.get(m).OPTIONS:
+            if o.name in taken:
+                continue
+            if o.name not in seen:
+                seen[o.name] = (o, [m])
+            else:
+                seen[o.name][1].append(m)
+    params = []
+    for name, (o, methods) in seen.items():
+        if o.type is bool:  # hook (metric trainers, e.g. ncl --vmf): boolean options are flags
+            params.append(click.Option([f"--{name.replace('_', '-')}", name], is_flag=True,
+                                       default=None, help=f"({', '.join(methods)}) {o.help}"))
+            continue
+        typ = click.Choice(o.choices) if o.choices else _TYPES.get(o.type, click.STRING)
+        dflt = "" if o.default is None or len(methods) > 1 else f" [default: {o.default}]"
+        params.append(click.Option([f"--{name.replace('_', '-')}", name], type=typ, default=None,
+                                   help=f"({', '.join(methods)}) {o.help}{dflt}"))
+    return params
+
+
+class TrainCommand(click.Command):
+    """A command whose options are built on first use (imports the trainers lazily)."""
+
+    def __init__(self):
+        super().__init__("train", callback=_run, params=[], help=_run.__doc__,
+                         short_help="Train an encoder (SimCLR, MoCo, DINO, DINO-neg, autoencoder, ...).")
+        self._loaded = False
+
+    def get_params(self, ctx):
+        if not self._loaded:
+            common = _common_params()
+            taken = {p.name for p in common} | {"weights", "backbone", "lr", "batch_size"}
+            self.params = common + _method_params(taken)
+            self._loaded = True
+        return super().get_params(ctx)
+
+
+@pass_ctx
+def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_size, channels,
+         epochs, batch_size, lr, weight_decay, optimizer, warmup_epochs, max_steps, max_minutes,
+         devices, num_nodes, strategy, accelerator, precision, seed, workers, knn_monitor,
+         knn_holdout, checkpoint_every, no_progress, as_json, **options) -> None:
+    """Train an encoder on the ingested images; the run is recorded and its backbone
+    becomes a model for `curate embed --model NAME`.
+
+    Checkpoints: WORKSPACE/data/models/NAME/. Interrupted runs continue with --resume NAME.
+    Method options apply only to the methods named in their help.
+    """
+    from curate.trainers.run import quiet_lightning, train
+
+    quiet_lightning()
+    if method and not resume:  # hook: a method's RECOMMENDED defaults (classifier: 5 epochs,
+        from click.core import ParameterSource  # batch 32, SGD) unless given on the command line
+        from curate.trainers import TRAINERS
+
+        src = click.get_current_context().get_parameter_source
+        rec = getattr(TRAINERS.get(method), "RECOMMENDED", {})
+        epochs = rec.get("epochs", epochs) if src("epochs") == ParameterSource.DEFAULT else epochs
+        batch_size = (rec.get("batch_size", batch_size) if src("batch_size") == ParameterSource.DEFAULT
+                      else batch_size)
+        optimizer = (rec.get("optimizer", optimizer) if src("optimizer") == ParameterSource.DEFAULT
+                     else optimizer)
+    run = train(ctx.index, ctx.workspace, method, resume=resume, name=name, batch=batch,
+                backbone=backbone, weights=weights, image_size=image_size,
+                channels=int(channels) if channels else None, epochs=epochs,
+                batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                warmup_epochs=warmup_epochs, max_steps=max_steps, max_minutes=max_minutes,
+                devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
+                accelerator=accelerator, precision=precision, seed=seed, num_workers=workers,
+                knn_monitor=knn_monitor, knn_holdout=knn_holdout,
+                checkpoint_every=checkpoint_every, progress=not no_progress and not as_json,
+                **{k: v for k, v in options.items() if v is not None})
+    if run is None:  # a DDP worker process: rank 0 reports
+        return
+    last = (run.metrics or [{}])[-1]
+    if as_json:
+        ctx.json({"name": run.name, "method": run.method, "status": run.status,
+                  "params": run.params, "data": run.data, "metrics": run.metrics,
+                  "checkpoint": run.checkpoint_path, "wall_seconds": run.wall_seconds,
+                  "model": run.name})
+        return
+    ctx.table(f"training run {run.name}",
+              ["method", "status", "images", "epochs", "steps", "loss", "knn_acc", "minutes", "stopped by"],
+              [[run.method, run.status, run.data.get("images"), run.data.get("epochs_done"),
+                run.data.get("steps"), f"{last['loss']:.4f}" if "loss" in last else None,
+                f"{last['knn_acc']:.3f}" if "knn_acc" in last else None,
+                f"{(run.wall_seconds or 0) / 60:.1f}", run.data.get("stopped_by")]])
+    ctx.console.print(f"checkpoint: {run.checkpoint_path}\nmodel: {run.name} "
+                      f"(embed with `curate embed --model {run.name}`)", markup=False)
+
+
+train_cmd = TrainCommand()
+COMMANDS = [train_cmd]

@@ -1,0 +1,171 @@
+"""``classifier``: the supervised baseline of paper 000 (labels from the index).
+
+A backbone (``--backbone``: small-cnn, resnet18, resnet50, vit-s; ImageNet-style
+weights from a local file with ``--weights``) with a new linear head over the classes,
+cross-entropy, SGD with momentum (0.9). ``--mode fine-tune`` trains everything;
+``--mode linear-probe`` ("feature extraction" in 000) freezes the backbone (also its
+BatchNorm statistics) and trains the head only -- meaningful with ``--weights`` (a
+pretrained or SSL-trained backbone); without, it probes random features (warned).
+Paper defaults: 5 epochs, batch 32 (``RECOMMENDED``; ``curate train`` uses them when
+the options are not given), lr 0.01.
+
+``curate embed --model RUN`` gives the penultimate (backbone) features, L2-normalised;
+the softmax confidence is a baseline score: :func:`predict_proba` (index images ->
+probabilities), :func:`softmax_novelty` (``1 - max p``, higher = more novel), or
+``curate.trainers.heads.HeadedEncoder.predict_proba`` on a loaded encoder.
+Cost per step: one backbone forward (+ backward unless linear-probe).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from curate.errors import CurateError
+from curate.trainers.base import Option, TrainModule, register
+from curate.trainers.heads import linear_spec, pack
+from curate.trainers.metric import MetricModule, make_optimizers, plain_views
+from curate.trainers.augment import single_mild_view
+
+
+@register
+class Classifier(TrainModule):
+    method = "classifier"
+    needs_labels = True
+    default_lr = 0.01
+    default_weight_decay = 1e-4
+    RECOMMENDED = {"epochs": 5, "batch_size": 32, "optimizer": "sgd"}
+    OPTIONS = (Option("mode", str, "fine-tune", "fine-tune (train all) or linear-probe (head only); "
+                      "defaults 5 epochs, batch 32, SGD (paper 000) unless given",
+                      ("fine-tune", "linear-probe")),
+               Option("sgd_momentum", float, 0.9, "SGD momentum"),
+               Option("augment", str, "none", "training augmentation: none or mild (crop, flip)",
+                      ("none", "mild")))
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.fc: nn.Linear | None = None
+        self.classes: list[str] = []
+        self._bound = False
+        if self.opts["mode"] == "linear-probe":
+            self.backbone.requires_grad_(False)
+
+    # data binding / checkpoint class handling shared with the metric trainers
+    min_per_class = MetricModule.min_per_class
+    bind_data = MetricModule.bind_data
+    setup = MetricModule.setup
+    on_save_checkpoint = MetricModule.on_save_checkpoint
+    on_load_checkpoint = MetricModule.on_load_checkpoint
+    param_groups = MetricModule.param_groups
+
+    def _init_classes(self, n_classes: int) -> None:
+        self.fc = nn.Linear(self.feature_dim, n_classes)
+
+    def train_views(self):
+        h = self.hparams
+        if self.opts["augment"] == "mild":
+            return single_mild_view(h.image_size, h.channels)
+        return plain_views(h.image_size, h.channels)
+
+    def _frozen(self) -> bool:
+        return self.opts["mode"] == "linear-probe"
+
+    def on_fit_start(self):
+        if self._frozen() and not self.hparams.weights and self.global_step == 0:
+            warnings.warn("linear-probe without --weights trains a head on random features",
+                          stacklevel=1)
+
+    def on_train_epoch_start(self):
+        if self._frozen():
+            self.backbone.eval()  # keep BatchNorm statistics of the given weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K)."""
+        if self._frozen():
+            with torch.no_grad():
+                f = self.backbone(x).flatten(1)
+        else:
+            f = self.backbone(x).flatten(1)
+        return self.fc(f)
+
+    def training_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        (x,), y = batch[0][:1], batch[1]
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.log_loss("loss", loss, len(y))
+        self.log("train_acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True,
+                 batch_size=len(y))
+        return loss
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (B, K) of normalised images (B, C, S, S), eval mode."""
+        was = self.training
+        self.eval()
+        try:
+            return torch.softmax(self(x), dim=1)
+        finally:
+            self.train(was)
+
+    def configure_optimizers(self):
+        return make_optimizers(self, self.param_groups())
+
+    def export_extra(self) -> dict[str, Any]:
+        return {"file": {"heads": {"embedding": None, "classes": list(self.classes),
+                                   "classifier": pack(self.fc, linear_spec(self.fc), input="features")}},
+                "params": {"classes": list(self.classes), "mode": self.opts["mode"]}}
+
+
+def softmax_novelty(probs: np.ndarray) -> np.ndarray:
+    """Baseline novelty from softmax confidence: ``1 - max_k p_k`` (higher = more novel). (N,)"""
+    return 1.0 - np.asarray(probs).max(axis=1)
+
+
+def predict_proba(index, ws, model: str, batch: str | None = None, batch_size: int = 128,
+                  device: str = "auto") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Class probabilities of the ok images (of ``batch``) under the trained ``model``.
+
+    Returns ``(image_ids int64[N], probs float32[N, K], classes)``; unreadable files are
+    skipped. Works for classifier runs and NCL runs trained ``--with-ce``.
+    """
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from curate.data import ImageDataset, collate_skip_missing, list_images
+    from curate.db.models import Model
+    from curate.embed import resolve_device
+    from curate.encoders import ENCODERS, load_trained_encoders
+
+    load_trained_encoders()
+    with index.session() as s:
+        row = s.scalar(select(Model).where(Model.name == model))
+        if row is None:
+            raise CurateError(f"no model named {model!r} in the index (see `curate train`)")
+        if row.encoder != "trained" or not row.weights_path:
+            raise CurateError(f"model {model!r} is not a trained run")
+        weights = Path(row.weights_path)
+    enc = ENCODERS.get("trained")(weights=weights)
+    if not hasattr(enc, "predict_proba"):
+        raise CurateError(f"model {model!r} has no classifier head")
+    dev = resolve_device(device)
+    enc.to(dev)
+    recs = list_images(index, batch=batch)
+    dl = torch.utils.data.DataLoader(ImageDataset(recs, enc.transform, enc.channels),
+                                     batch_size=batch_size, collate_fn=collate_skip_missing)
+    ids, out = [], []
+    for idx, x, _missing in dl:
+        if x is None:
+            continue
+        out.append(enc.predict_proba(x.to(dev)).float().cpu().numpy())
+        ids.append(np.array([recs[i].id for i in idx.tolist()], np.int64))
+    if not out:
+        raise CurateError("no readable images to classify")
+    return np.concatenate(ids), np.concatenate(out), list(enc.classes)

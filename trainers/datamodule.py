@@ -1,0 +1,229 @@
+"""One LightningDataModule for every trainer: images from the index (or arrays) -> views.
+
+A *source* yields PIL images: :class:`RecordSource` reads index records through
+``curate.imageio.load_image`` (a file that vanished since ingest is skipped),
+:class:`ArraySource` wraps uint8 arrays (N, H, W) or (N, H, W, 3) for benchmarks and
+tests that bypass the database. :class:`ViewDataset` turns each image into the
+method's list of views (``view_fn``, see :mod:`curate.trainers.augment`) plus an
+integer label (-1 when unlabelled). Batches are ``(views: list[(B, C, s, s)], labels:
+int64[B])``; training drops the last incomplete batch (equal shapes across DDP ranks).
+
+``ImageDataModule.from_index(index, batch=...)`` lists the ok images (optionally of one
+batch), records what was used (``data_info``: batch, image count, sha256 of the sorted
+ids) and, with ``knn_holdout > 0``, keeps a stratified held-out split of labelled
+images out of training for the k-NN monitor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+
+from curate.data import ImageRecord, list_images
+from curate.errors import CurateError
+from curate.imageio import EXTENSIONS, load_image
+
+
+class RecordSource:
+    """Images at ``records[i].path`` loaded as RGB (channels=3) or L (channels=1)."""
+
+    def __init__(self, records: Sequence[ImageRecord], channels: int = 3):
+        self.records, self.channels = list(records), channels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int) -> Image.Image | None:
+        try:
+            return load_image(self.records[i].path, self.channels)
+        except (OSError, ValueError, SyntaxError):
+            return None
+
+
+class ArraySource:
+    """In-memory uint8 images (N, H, W) or (N, H, W, 3); converted to ``channels``."""
+
+    def __init__(self, images: np.ndarray, channels: int | None = None):
+        self.images = np.asarray(images)
+        if self.images.dtype != np.uint8 or self.images.ndim not in (3, 4):
+            raise CurateError("array images must be uint8 (N, H, W) or (N, H, W, 3)")
+        self.channels = channels or (1 if self.images.ndim == 3 else 3)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> Image.Image:
+        im = Image.fromarray(self.images[i])
+        return im.convert("RGB" if self.channels == 3 else "L")
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Item ``i``: ``(view_fn(image), label)``, or None for an unreadable file."""
+
+    def __init__(self, source, view_fn: Callable[[Image.Image], Any],
+                 labels: Sequence[int] | np.ndarray | None = None):
+        self.source, self.view_fn = source, view_fn
+        self.labels = np.full(len(source), -1, np.int64) if labels is None else np.asarray(labels)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        img = self.source.load(i)
+        if img is None:
+            return None
+        return self.view_fn(img), int(self.labels[i])
+
+
+def collate_views(items):
+    """Stack view j of every item -> list of (B, C, s_j, s_j); labels -> int64[B]."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    views = [torch.stack([it[0][j] for it in items]) for j in range(len(items[0][0]))]
+    return views, torch.tensor([it[1] for it in items], dtype=torch.long)
+
+
+def label_codes(labels: Sequence[str | None]) -> tuple[np.ndarray, list[str]]:
+    """String labels -> (int64 codes, -1 for None; sorted class names)."""
+    classes = sorted({lab for lab in labels if lab is not None})
+    pos = {c: i for i, c in enumerate(classes)}
+    return np.array([pos[lab] if lab is not None else -1 for lab in labels], np.int64), classes
+
+
+def ids_hash(ids: Sequence[int]) -> str:
+    return hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()
+
+
+def default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def stratified_holdout(codes: np.ndarray, fraction: float, max_n: int, seed: int) -> np.ndarray:
+    """Indices of a stratified held-out split among labelled items (codes >= 0)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    lab = np.flatnonzero(codes >= 0)
+    n_total = min(max_n, int(round(fraction * len(lab))))
+    for c in np.unique(codes[lab]):
+        idx = lab[codes[lab] == c]
+        k = int(round(n_total * len(idx) / max(1, len(lab))))
+        if len(idx) >= 2 and k > 0:
+            out.append(rng.choice(idx, size=min(k, len(idx) - 1), replace=False))
+    return np.sort(np.concatenate(out)) if out else np.empty(0, np.int64)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Training views for a method plus optional k-NN monitor sets.
+
+    ``source``/``labels``: the training images; ``view_fn``: PIL -> list of views;
+    ``knn_reference``/``knn_holdout``: ``(source, int labels)`` pairs loaded with
+    ``eval_fn`` by :class:`curate.trainers.knn_monitor.KNNMonitor`. ``sampler_fn``
+    (labels -> torch Sampler) lets metric trainers use class-balanced batches.
+    """
+
+    def __init__(self, source, view_fn: Callable, labels: np.ndarray | None = None,
+                 batch_size: int = 256, num_workers: int | None = None,
+                 knn_reference=None, knn_holdout=None, eval_fn: Callable | None = None,
+                 sampler_fn: Callable | None = None, data_info: dict | None = None,
+                 classes: list[str] | None = None):
+        super().__init__()
+        if len(source) < 2:
+            raise CurateError(f"training needs at least 2 images, got {len(source)}")
+        self.source, self.view_fn, self.labels = source, view_fn, labels
+        self.batch_size = int(batch_size)
+        if self.batch_size < 2:
+            raise CurateError("--batch-size must be at least 2")
+        self.num_workers = default_workers() if num_workers is None else int(num_workers)
+        self.knn_reference, self.knn_holdout, self.eval_fn = knn_reference, knn_holdout, eval_fn
+        self.sampler_fn, self.classes = sampler_fn, classes or []
+        self.data_info = dict(data_info or {}, images=len(source))
+
+    @classmethod
+    def from_index(cls, index, view_fn: Callable, image_size: int, channels: int = 3,
+                   batch: str | None = None, knn_holdout: float = 0.0, seed: int = 0,
+                   eval_fn: Callable | None = None, max_reference: int = 5000,
+                   labelled_only: bool = False, **kwargs) -> "ImageDataModule":
+        """Ok images of ``batch`` (or all) from the index; see the class docstring.
+
+        ``labelled_only``: keep labelled images only (metric learning)."""
+        recs = list_images(index, batch=batch, with_labels=True)
+        where = f"batch {batch!r}" if batch else "the index"
+        if not recs:
+            raise CurateError(f"no ok images in {where}; ingest images first")
+        if labelled_only:
+            recs = [r for r in recs if r.label is not None]
+            if not recs:
+                raise CurateError(f"no labelled images in {where}; this method needs labels")
+        codes, classes = label_codes([r.label for r in recs])
+        info = {"batch": batch, "ids_sha256": ids_hash([r.id for r in recs]),
+                "labelled": int((codes >= 0).sum()), "classes": len(classes)}
+        ref = hold = None
+        if knn_holdout > 0:
+            if len(classes) < 2:
+                raise CurateError("--knn-monitor needs labelled images of at least 2 classes")
+            h = stratified_holdout(codes, knn_holdout, 2000, seed)
+            keep = np.setdiff1d(np.arange(len(recs)), h)
+            ref_idx = keep[codes[keep] >= 0]
+            ref_idx = np.random.default_rng(seed).permutation(ref_idx)[:max_reference]
+            ref = (RecordSource([recs[i] for i in ref_idx], channels), codes[ref_idx])
+            hold = (RecordSource([recs[i] for i in h], channels), codes[h])
+            info.update(holdout=len(h), holdout_ids_sha256=ids_hash([recs[i].id for i in h]))
+            recs, codes = [recs[i] for i in keep], codes[keep]
+            info["ids_sha256"] = ids_hash([r.id for r in recs])
+        from curate.trainers.augment import eval_transform
+
+        return cls(RecordSource(recs, channels), view_fn, labels=codes, knn_reference=ref,
+                   knn_holdout=hold, eval_fn=eval_fn or eval_transform(image_size, channels),
+                   data_info=info, classes=classes, **kwargs)
+
+    def effective_batch_size(self, world_size: int = 1) -> int:
+        """``batch_size`` capped so that every rank gets at least one full batch."""
+        return max(1, min(self.batch_size, len(self.source) // max(1, world_size)))
+
+    def train_dataloader(self):
+        world = self.trainer.world_size if self.trainer is not None else 1
+        bs = self.effective_batch_size(world)
+        if bs < 2:
+            raise CurateError(f"{len(self.source)} images are too few for {world} processes")
+        # hook: a trainer may set ``dataset_fn(source, view_fn, labels)`` (siamese pairs)
+        make = getattr(self, "dataset_fn", None) or ViewDataset
+        ds = make(self.source, self.view_fn, self.labels)
+        sampler = self.sampler_fn(self.labels) if self.sampler_fn else None
+        return torch.utils.data.DataLoader(
+            ds, batch_size=bs, shuffle=sampler is None, sampler=sampler, drop_last=True,
+            num_workers=self.num_workers, collate_fn=collate_views,
+            persistent_workers=self.num_workers > 0)
+
+
+def folder_records(folder: Path | str) -> list[ImageRecord]:
+    """Image files under ``folder`` (recursive, sorted) as records with negative ids."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    return [ImageRecord(-(i + 1), str(p)) for i, p in enumerate(files)]
+
+
+def aux_source(index, aux: str, channels: int = 3) -> tuple[RecordSource, dict]:
+    """Auxiliary images from an ingested batch named ``aux`` or from a folder ``aux``."""
+    recs: list[ImageRecord] = []
+    kind = None
+    if index is not None:
+        try:
+            recs, kind = list_images(index, batch=aux), "batch"
+        except CurateError:
+            recs = []
+    if not recs:
+        p = Path(aux).expanduser()
+        if not p.is_dir():
+            raise CurateError(f"auxiliary images {aux!r}: no such folder or ingested batch")
+        recs, kind = folder_records(p), "folder"
+    if not recs:
+        raise CurateError(f"auxiliary images {aux!r}: no images found")
+    return RecordSource(recs, channels), {"aux": str(aux), "aux_kind": kind, "aux_images": len(recs)}

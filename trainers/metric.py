@@ -1,0 +1,454 @@
+"""Metric-learning trainers (labels from the index): ``contrastive``, ``triplet``, ``ncl``.
+
+All three embed with ``backbone -> EmbeddingHead`` (MLP to ``--embedding-dim``; 2-D
+works) and train on the labelled images only (``needs_labels``); labels are checked
+before the run is recorded (``bind_data``): at least 2 classes, at least 2 images per
+class (6 for ``--pairs knn``). Papers: 004 (siamese contrastive, kNN pairs), 001 (NCL,
+vMF confidence); triplet mining from pytorch-metric-learning (Hermans et al. 2017
+batch-hard, Schroff et al. 2015 semi-hard).
+
+- ``contrastive``: siamese pairs from :mod:`curate.trainers.pairs` (``--pairs
+  class|knn``, ``--knn-negatives other-class|same-class``), loss
+  :func:`~curate.trainers.metric_losses.contrastive_loss` (``--margin``, default 1.0) on
+  raw (not normalised) embeddings. An epoch = one positive + one negative pair per
+  image. ``knn``: the 5 nearest same-class neighbours in the current embedding are
+  recomputed at fit start and after every epoch (one extra forward pass over the
+  training images, eval transform); the pair table lives in shared memory so
+  DataLoader workers see each refresh.
+- ``triplet``: pml ``TripletMarginLoss`` (``--margin`` default 0.2) on L2-normalised
+  embeddings, ``--distance euclidean|cosine``; ``--mining all`` (every valid triplet of
+  the batch, mean over the non-zero ones), ``hard`` (pml ``BatchHardMiner``),
+  ``semihard`` (pml ``TripletMarginMiner(type_of_triplets="semihard")``). Batches hold
+  ``--samples-per-class`` images per class (pml ``MPerClassSampler``).
+- ``ncl``: N-centroids loss on the unit sphere (:func:`~curate.trainers.metric_losses.ncl_loss`)
+  with EMA centroids (buffers; ``alpha = alpha0 * decay^(step/period)``),
+  ``--distance great-circle|euclidean|cosine``; ``--vmf`` adds a per-class log
+  concentration fitted by vMF negative log-likelihood around the centroids (on
+  detached embeddings: the head estimates confidence, NCL shapes the space; own param
+  group, ``--kappa-lr``, gradient rescaled to (-1, 1)); ``--with-ce`` adds cross-entropy of a linear layer on the
+  embedding ("vMF + NCL + CE"). At the end, ``vmf.npz`` (means, kappas, labels,
+  distance) is written next to the checkpoints (run folder), its path recorded in the
+  Model params (``vmf_params``) for ``curate.novelty`` ``VMFScorer.from_params``.
+
+Cost per step: one backbone forward/backward of the batch (two for the pairs);
+triplet mining O(B^2) (``all``: O(B^3) triplets), NCL O(B K D).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2
+
+from curate.data import collate_skip_missing
+from curate.errors import CurateError
+from curate.trainers.augment import Views, normalize, single_mild_view
+from curate.trainers.base import Option, TrainModule, forward_views, register
+from curate.trainers.heads import EmbeddingHead, linear_spec, pack
+from curate.trainers.metric_losses import (DISTANCES, contrastive_loss, ncl_alpha, ncl_loss,
+                                           update_centroids, vmf_nll)
+from curate.trainers.pairs import KNN_K, check_labels, class_pairs, knn_pairs, knn_table
+
+
+def head_options(dim: int) -> tuple[Option, ...]:
+    return (Option("embedding_dim", int, dim, "embedding size (2 gives a map to plot as is)"),
+            Option("head_hidden", int, 256, "hidden width of the embedding MLP head"),
+            Option("augment", str, "none", "training augmentation: none or mild (crop, flip)",
+                   ("none", "mild")))
+
+
+def plain_views(image_size: int, channels: int) -> Views:
+    """One un-augmented view: the eval transform (resize, centre crop, normalise)."""
+    return Views(image_size, [v2.Compose([v2.ToDtype(torch.float32, scale=True),
+                                          normalize(channels)])])
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``(i, eval_fn(image_i))`` or ``(i, None)`` for an unreadable file."""
+
+    def __init__(self, source, eval_fn):
+        self.source, self.eval_fn = source, eval_fn
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        img = self.source.load(i)
+        return i, (None if img is None else self.eval_fn(img))
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Item t: ``([view(image_i), view(image_j)], y)`` for row ``(i, j, y)`` of ``table``.
+
+    ``table`` (int64 (2N, 3)) is a shared-memory tensor that the trainer refreshes in
+    place every epoch. Unreadable files give None (dropped by ``collate_views``).
+    """
+
+    def __init__(self, source, view_fn, table: torch.Tensor):
+        self.source, self.view_fn, self.table = source, view_fn, table
+
+    def __len__(self):
+        return len(self.table)
+
+    def __getitem__(self, t):
+        i, j, y = self.table[t].tolist()
+        a, b = self.source.load(i), self.source.load(j)
+        if a is None or b is None:
+            return None
+        return [self.view_fn(a)[0], self.view_fn(b)[0]], y
+
+
+def make_optimizers(module: TrainModule, groups: list[dict]) -> Any:
+    """The base trainer's optimizer + cosine-warmup schedule, over explicit param groups."""
+    from lightly.utils.scheduler import CosineWarmupScheduler
+
+    h = module.hparams
+    groups = [g for g in groups if g["params"]]
+    if h.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=h.lr, momentum=float(h.get("sgd_momentum", 0.9)),
+                              weight_decay=h.weight_decay)
+    elif h.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=h.lr, weight_decay=h.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay)
+    total = module.total_steps()
+    per_epoch = max(1, total // max(1, module.trainer.max_epochs or 1))
+    warm = min(total - 1, int(h.warmup_epochs * per_epoch)) if total > 1 else 0
+    sched = CosineWarmupScheduler(opt, warmup_epochs=max(0, warm), max_epochs=total, end_value=0.001)
+    return [opt], [{"scheduler": sched, "interval": "step"}]
+
+
+class MetricModule(TrainModule):
+    """Shared part: embedding head, label binding, class-sized state, export of heads."""
+
+    needs_labels = True
+    sphere = True  # embeddings L2-normalised (triplet, ncl); contrastive: raw
+    default_lr = 1e-3
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        o = self.opts
+        self.head = EmbeddingHead(self.feature_dim, o["embedding_dim"], o["head_hidden"])
+        self.classes: list[str] = []
+        self._bound = False
+
+    # ------------------------------------------------------------ data
+    def min_per_class(self) -> int:
+        return 2
+
+    def train_views(self):
+        h = self.hparams
+        if self.opts["augment"] == "mild":
+            return single_mild_view(h.image_size, h.channels)
+        return plain_views(h.image_size, h.channels)
+
+    def bind_data(self, dm) -> None:
+        """Check ``dm.labels`` (CurateError), remember the classes, size class state."""
+        labels = np.asarray(dm.labels if dm.labels is not None else [], dtype=np.int64)
+        if (labels < 0).any():
+            raise CurateError(f"{int((labels < 0).sum())} training images have no label; "
+                              f"method {self.method} trains on labelled images only")
+        names = list(dm.classes) or [str(c) for c in range(int(labels.max(initial=-1)) + 1)]
+        need = self.min_per_class()
+        check_labels(labels, names, need, why=f" (method {self.method} needs {need})" if need > 2 else "")
+        if self._bound and names != self.classes:
+            raise CurateError(f"the labels changed since this run started ({len(self.classes)} -> "
+                              f"{len(names)} classes); start a new run")
+        self.classes = names
+        self._labels = labels
+        self._init_classes(len(names))
+        self._bound = True
+
+    def _init_classes(self, n_classes: int) -> None:
+        """Create class-sized buffers/layers (before optimizers and checkpoint restore)."""
+
+    def setup(self, stage: str) -> None:
+        if not self._bound and self.trainer is not None and self.trainer.datamodule is not None:
+            self.bind_data(self.trainer.datamodule)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["classes"] = list(self.classes)
+
+    def on_load_checkpoint(self, checkpoint):
+        saved = checkpoint.get("classes")
+        if saved is None:
+            return
+        if self._bound and list(saved) != self.classes:
+            raise CurateError(f"the labels changed since this run started ({len(saved)} -> "
+                              f"{len(self.classes)} classes); start a new run")
+        if not self._bound:
+            self.classes = list(saved)
+            self._init_classes(len(saved))
+
+    # ------------------------------------------------------------ model
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.head(self.backbone(x).flatten(1))
+        return F.normalize(z, dim=1) if self.sphere else z
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The trained embedding (B, embedding_dim) in eval mode (normalised for sphere methods)."""
+        was = self.training
+        self.eval()
+        try:
+            return self(x)
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def embed_source(self, source, eval_fn, batch_size: int = 256, num_workers: int = 0) -> np.ndarray:
+        """Embeddings float32 (N, dim) of every image of ``source`` (zeros for unreadable files)."""
+        out = np.zeros((len(source), self.opts["embedding_dim"]), np.float32)
+        dl = torch.utils.data.DataLoader(_Indexed(source, eval_fn), batch_size=batch_size,
+                                         num_workers=num_workers, collate_fn=collate_skip_missing)
+        for idx, x, _missing in dl:
+            if x is not None:
+                out[idx.numpy()] = self.embed(x.to(self.device)).float().cpu().numpy()
+        return out
+
+    def configure_optimizers(self):
+        return make_optimizers(self, self.param_groups())
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    # ------------------------------------------------------------ export
+    def export_extra(self) -> dict[str, Any]:
+        """Heads for ``encoder.pt`` and JSON params for the Model row (see trainers.encoder)."""
+        return {"file": {"heads": {"embedding": pack(self.head, self.head.spec), "classifier": None,
+                                   "classes": list(self.classes)}},
+                "params": {"normalize": bool(self.sphere), "dim": int(self.opts["embedding_dim"]),
+                           "backbone_dim": int(self.feature_dim), "classes": list(self.classes)}}
+
+
+# ============================================================================ contrastive
+@register
+class Contrastive(MetricModule):
+    method = "contrastive"
+    sphere = False
+    OPTIONS = (Option("margin", float, 1.0, "contrastive margin m (negatives pushed to >= m)"),
+               Option("pairs", str, "class", "pair regime: class, or knn (5 nearest same-class "
+                      "neighbours as positives)", ("class", "knn")),
+               Option("knn_negatives", str, "other-class", "with --pairs knn: negatives from "
+                      "other classes only, or also same-class non-neighbours",
+                      ("other-class", "same-class")),
+               *head_options(64))
+
+    def min_per_class(self) -> int:
+        return KNN_K + 1 if self.opts["pairs"] == "knn" else 2
+
+    def bind_data(self, dm) -> None:
+        super().bind_data(dm)
+        self._source, self._eval_fn = dm.source, dm.eval_fn
+        self._workers = int(getattr(dm, "num_workers", 0))
+        self._pairs = torch.zeros(2 * len(self._labels), 3, dtype=torch.long).share_memory_()
+        self._pairs.copy_(torch.from_numpy(class_pairs(self._labels, self._rng(0))))
+        self._pairs_epoch = 0
+        dm.dataset_fn = self.train_dataset
+
+    def train_dataset(self, source, view_fn, labels):
+        return PairDataset(source, view_fn, self._pairs)
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        return np.random.default_rng([int(os.environ.get("PL_GLOBAL_SEED", 0)), int(epoch)])
+
+    def refresh_pairs(self, epoch: int) -> None:
+        """Re-draw the epoch's pairs (knn: from the current embedding's neighbours)."""
+        if self.opts["pairs"] == "knn":
+            Z = self.embed_source(self._source, self._eval_fn, num_workers=self._workers)
+            table = knn_table(Z, self._labels, KNN_K)
+            rows = knn_pairs(table, self._labels, self._rng(epoch),
+                             same_class_negatives=self.opts["knn_negatives"] == "same-class")
+        else:
+            rows = class_pairs(self._labels, self._rng(epoch))
+        self._pairs.copy_(torch.from_numpy(rows))
+        self._pairs_epoch = epoch
+
+    def on_fit_start(self):
+        if self.opts["pairs"] == "knn" or self.current_epoch != self._pairs_epoch:
+            self.refresh_pairs(self.current_epoch)
+
+    def on_train_epoch_end(self):
+        self.refresh_pairs(self.current_epoch + 1)
+
+    def training_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        (x0, x1), y = batch[0][:2], batch[1]
+        z0, z1 = forward_views(self, [x0, x1])
+        loss = contrastive_loss(z0, z1, y, self.opts["margin"])
+        with torch.no_grad():
+            d = torch.linalg.vector_norm(z0 - z1, dim=1)
+            pos = y == 1
+        self.log_loss("loss", loss, len(y))
+        if pos.any():
+            self.log("d_pos", d[pos].mean(), on_step=False, on_epoch=True, batch_size=int(pos.sum()))
+        if (~pos).any():
+            self.log("d_neg", d[~pos].mean(), on_step=False, on_epoch=True, batch_size=int((~pos).sum()))
+        return loss
+
+
+# ============================================================================ triplet
+@register
+class Triplet(MetricModule):
+    method = "triplet"
+    OPTIONS = (Option("margin", float, 0.2, "triplet margin (on L2-normalised embeddings)"),
+               Option("mining", str, "semihard", "triplets per batch: all, hard (batch-hard) or "
+                      "semihard", ("all", "hard", "semihard")),
+               Option("distance", str, "euclidean", "euclidean or cosine", ("euclidean", "cosine")),
+               Option("samples_per_class", int, 4, "images per class in each batch"),
+               *head_options(128))
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        from pytorch_metric_learning import distances, losses, miners
+
+        o = self.opts
+        if o["samples_per_class"] < 2:
+            raise CurateError("--samples-per-class must be at least 2 (a triplet needs a positive)")
+        dist = distances.CosineSimilarity() if o["distance"] == "cosine" else distances.LpDistance()
+        self.criterion = losses.TripletMarginLoss(margin=o["margin"], distance=dist)
+        self.miner = None
+        if o["mining"] == "hard":
+            self.miner = miners.BatchHardMiner(distance=dist)
+        elif o["mining"] == "semihard":
+            self.miner = miners.TripletMarginMiner(margin=o["margin"], type_of_triplets="semihard",
+                                                   distance=dist)
+
+    def train_sampler(self, labels):
+        from pytorch_metric_learning.samplers import MPerClassSampler
+
+        labels = np.asarray(labels)
+        return MPerClassSampler(labels, self.opts["samples_per_class"], batch_size=None,
+                                length_before_new_iter=len(labels))
+
+    def training_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        (x,), y = batch[0][:1], batch[1]
+        z = self(x)
+        tuples = self.miner(z, y) if self.miner is not None else None
+        loss = self.criterion(z, y, tuples)
+        self.log_loss("loss", loss, len(y))
+        if tuples is not None:
+            self.log("mined_triplets", float(len(tuples[0])), on_step=False, on_epoch=True,
+                     batch_size=len(y))
+        return loss
+
+
+# ============================================================================ NCL
+@register
+class NCL(MetricModule):
+    method = "ncl"
+    OPTIONS = (Option("distance", str, "great-circle", "distance on the sphere", DISTANCES),
+               Option("alpha0", float, 0.25, "centroid EMA weight at step 0"),
+               Option("alpha_decay", float, 0.65, "alpha = alpha0 * decay^(step / period)"),
+               Option("alpha_period", float, 1000.0, "steps per decay factor"),
+               Option("vmf", bool, False, "learn a vMF concentration per class (confidence)"),
+               Option("with_ce", bool, False, "add cross-entropy of a linear layer on the embedding"),
+               Option("vmf_weight", float, 1.0, "weight of the vMF negative log-likelihood"),
+               Option("ce_weight", float, 1.0, "weight of the cross-entropy term"),
+               Option("kappa_lr", float, 0.1, "learning rate of the log concentrations"),
+               *head_options(128))
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.register_buffer("centroids", None)  # (K, D), sized by bind_data
+        self.log_kappa: nn.Parameter | None = None
+        self.ce_head: nn.Linear | None = None
+        self.vmf_path: Path | None = None
+
+    def _init_classes(self, n_classes: int) -> None:
+        d = self.opts["embedding_dim"]
+        g = torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        self.register_buffer("centroids", F.normalize(torch.randn(n_classes, d, generator=g), dim=1))
+        if self.opts["vmf"]:
+            self.log_kappa = nn.Parameter(torch.full((n_classes,), math.log(max(2.0, d))))
+        if self.opts["with_ce"]:
+            self.ce_head = nn.Linear(d, n_classes)
+
+    def param_groups(self):
+        kappa = [self.log_kappa] if self.log_kappa is not None else []
+        rest = [p for p in self.parameters() if p.requires_grad and all(p is not k for k in kappa)]
+        return [{"params": rest},
+                {"params": kappa, "lr": self.opts["kappa_lr"], "weight_decay": 0.0}]
+
+    def kappas(self) -> np.ndarray | None:
+        return None if self.log_kappa is None else self.log_kappa.detach().exp().cpu().numpy()
+
+    def _gather(self, z, y):
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return z, y
+        return self.all_gather(z.detach()).flatten(0, 1), self.all_gather(y).flatten(0, 1)
+
+    def training_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        (x,), y = batch[0][:1], batch[1]
+        o = self.opts
+        z = self(x)
+        alpha = ncl_alpha(self.global_step, o["alpha0"], o["alpha_decay"], o["alpha_period"])
+        zg, yg = self._gather(z, y)
+        self.centroids.copy_(update_centroids(self.centroids, zg, yg, alpha))
+        loss = ncl = ncl_loss(z, y, self.centroids, o["distance"], alpha)
+        logs = {"loss_ncl": ncl, "alpha": alpha}
+        if self.log_kappa is not None:
+            kappa = self.log_kappa.exp()
+            per = vmf_nll(z.detach(), y, self.centroids, kappa, reduction="none")
+            # d NLL / d log kappa = kappa (A_d(kappa) - cos): back-propagating NLL / kappa
+            # (detached) keeps the optimum and gives a gradient in (-1, 1), safe for SGD too
+            loss = loss + o["vmf_weight"] * (per / kappa[y].detach()).mean()
+            logs.update(loss_vmf=per.mean(), kappa_mean=kappa.detach().mean())
+        if self.ce_head is not None:
+            logits = self.ce_head(z)
+            ce = F.cross_entropy(logits, y)
+            loss = loss + o["ce_weight"] * ce
+            logs.update(loss_ce=ce, train_acc=(logits.argmax(1) == y).float().mean())
+        self.log_loss("loss", loss, len(y))
+        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax (B, K) of the CE head (``--with-ce`` only)."""
+        if self.ce_head is None:
+            raise CurateError("this NCL model has no cross-entropy head (train with --with-ce)")
+        return torch.softmax(self.ce_head(self.embed(x)), dim=1)
+
+    def vmf_params(self) -> dict[str, np.ndarray]:
+        """``means`` (K, D) unit centroids, ``kappas`` (K,) (NaN without --vmf), ``labels`` (K,)."""
+        k = self.kappas()
+        return {"means": self.centroids.detach().cpu().numpy().astype(np.float32),
+                "kappas": (k if k is not None else np.full(len(self.classes), np.nan)).astype(np.float64),
+                "labels": np.array(self.classes, dtype=str),
+                "distance": np.array(self.opts["distance"])}
+
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["ncl"] = {k: v.tolist() for k, v in self.vmf_params().items()}
+
+    def on_train_end(self):
+        if self.trainer is None or not self.trainer.is_global_zero:
+            return
+        path = Path(self.trainer.default_root_dir) / "vmf.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".vmf.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **self.vmf_params())
+        os.replace(tmp, path)
+        self.vmf_path = path
+
+    def export_extra(self):
+        out = super().export_extra()
+        if self.ce_head is not None:
+            out["file"]["heads"]["classifier"] = pack(self.ce_head, linear_spec(self.ce_head),
+                                                      input="embedding")
+        out["params"].update(distance=self.opts["distance"], vmf=bool(self.opts["vmf"]),
+                             vmf_params=str(self.vmf_path) if self.vmf_path else None)
+        return out
