@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from curate.encoders.base import ENCODERS, Encoder
+from curate.encoders.base import ENCODERS, TorchEncoder
 from curate.errors import CurateError
 from curate.trainers.augment import eval_transform
 from curate.trainers.backbones import build_backbone
@@ -78,7 +78,7 @@ def read_encoder_file(path: Path | str) -> dict[str, Any]:
     return obj
 
 
-class TrainedEncoder(Encoder):
+class TrainedEncoder(TorchEncoder):
     name = "trained"
 
     def __init__(self, weights: Path | str, image_size: int | None = None, normalize: bool = True):
@@ -97,16 +97,9 @@ class TrainedEncoder(Encoder):
         self.heads = obj.get("heads")  # metric-learning / classifier heads (curate.trainers.heads)
         self._tf = eval_transform(self.image_size, self.channels)
 
-    def transform(self, img):
-        return self._tf(img)
-
-    def to(self, device):
-        self.net.to(device)
-        return self
-
     @torch.inference_mode()
     def encode(self, x):
-        y = self.net(x).flatten(1).float()
+        y = super().encode(x).float()
         return F.normalize(y, dim=1) if self.normalize else y
 
     def params(self):

@@ -49,3 +49,24 @@ class Encoder:
 
     def set_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+class TorchEncoder(Encoder):
+    """An encoder around a torch module ``net`` and an eval transform ``_tf``.
+
+    ``encode`` returns ``net(x)`` flattened to (B, dim) under ``inference_mode``.
+    """
+
+    net: torch.nn.Module
+    _tf: Any
+
+    def transform(self, img: Image.Image) -> torch.Tensor:
+        return self._tf(img)
+
+    def to(self, device: torch.device) -> "TorchEncoder":
+        self.net.to(device)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
-from curate.encoders.base import ENCODERS, Encoder
+from curate.encoders.base import ENCODERS, TorchEncoder
 from curate.errors import CurateError
 
 _DIMS = {"resnet18": 512, "resnet50": 2048, "densenet121": 1024, "resnext50_32x4d": 2048}
@@ -46,7 +46,7 @@ def load_state_dict(weights: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-class TorchvisionEncoder(Encoder):
+class TorchvisionEncoder(TorchEncoder):
     def __init__(self, arch: str, weights: Path | None, image_size: int | None = None):
         if weights is None:
             raise CurateError(f"encoder {arch} needs --weights FILE (a local .pth; curate never "
@@ -64,17 +64,6 @@ class TorchvisionEncoder(Encoder):
         self._tf = v2.Compose([v2.PILToTensor(), v2.Resize(self.image_size, antialias=True),
                                v2.CenterCrop(self.image_size), v2.ToDtype(torch.float32, scale=True),
                                v2.Normalize(_MEAN, _STD)])
-
-    def transform(self, img):
-        return self._tf(img)
-
-    def to(self, device):
-        self.net.to(device)
-        return self
-
-    @torch.inference_mode()
-    def encode(self, x):
-        return self.net(x).flatten(1)
 
 
 for _arch in _DIMS:

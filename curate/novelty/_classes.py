@@ -49,6 +49,15 @@ class ClassAccumulatorMixin:
         gi = np.searchsorted(self.classes_, y)
         return gi, np.unique(gi)
 
+    def _add_class_sums(self, Xp: np.ndarray, y: np.ndarray | None, sum_attr: str) -> None:
+        """Add each class's row count to ``count_`` and its row sum to ``sum_attr``."""
+        gi, present = self._group_index(y, len(Xp))
+        sums = getattr(self, sum_attr)
+        for g in present:
+            rows = Xp if len(present) == 1 else Xp[gi == g]
+            self.count_[g] += len(rows)
+            sums[g] += rows.sum(axis=0)
+
     def _check_class_sizes(self, counts: np.ndarray) -> None:
         small = np.flatnonzero(counts < self.min_class_size)
         if small.size:

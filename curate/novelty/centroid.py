@@ -50,11 +50,7 @@ class CentroidScorer(ClassAccumulatorMixin, NoveltyScorer):
         self.classes_ = None
 
     def _accumulate(self, Xp, y):
-        gi, present = self._group_index(y, len(Xp))
-        for g in present:
-            rows = Xp if len(present) == 1 else Xp[gi == g]
-            self.count_[g] += len(rows)
-            self.sum_[g] += rows.sum(axis=0)
+        self._add_class_sums(Xp, y, "sum_")
 
     def _finalize_model(self):
         self._check_class_sizes(self.count_)

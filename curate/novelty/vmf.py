@@ -93,11 +93,7 @@ class VMFScorer(ClassAccumulatorMixin, NoveltyScorer):
         self.classes_ = None
 
     def _accumulate(self, Xp, y):
-        gi, present = self._group_index(y, len(Xp))
-        for g in present:
-            rows = Xp if len(present) == 1 else Xp[gi == g]
-            self.count_[g] += len(rows)
-            self.resultant_[g] += rows.sum(axis=0)
+        self._add_class_sums(Xp, y, "resultant_")
 
     def _finalize_model(self):
         if self.n_features_in_ < 2:
