@@ -43,17 +43,17 @@ def fresh_dir(base: Path) -> Path:
     return Path(f"{base}-{n}")
 
 
-def _quick_encoder(index, ws) -> tuple[str | None, str | None]:
+def _quick_encoder(index, ws, seconds: float) -> tuple[str | None, str | None]:
     """(model, encoder): a quick SSL model when the trainers provide one, else pixels-pca."""
     try:
         from curate.trainers.run import quick_demo_train
     except ImportError:
         return None, "pixels-pca"
-    return quick_demo_train(index, ws), None
+    return quick_demo_train(index, ws, seconds=seconds), None
 
 
 def run_demo(root: Path | str | None = None, budget: int = 50, seed: int = 0,
-             train: bool = True) -> DemoReport:
+             train: bool = True, train_seconds: float = 15.0) -> DemoReport:
     t = {"start": time.perf_counter()}
     root = Path(root) if root else fresh_dir(Path.cwd() / "curate-demo")
     ws = init_workspace(root)
@@ -66,7 +66,7 @@ def run_demo(root: Path | str | None = None, budget: int = 50, seed: int = 0,
         t["write"] = time.perf_counter()
         ingest(index, [img_dir], batch="digits")
         t["ingest"] = time.perf_counter()
-        model, encoder = _quick_encoder(index, ws) if train else (None, "pixels-pca")
+        model, encoder = _quick_encoder(index, ws, train_seconds) if train else (None, "pixels-pca")
         t["train"] = time.perf_counter()
         rep = embed(index, ws, encoder=encoder, model=model, device="cpu")
         t["embed"] = time.perf_counter()
