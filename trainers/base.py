@@ -156,20 +156,7 @@ class TrainModule(L.LightningModule):
                  batch_size=batch_size, sync_dist=self.trainer.world_size > 1)
 
     def configure_optimizers(self):
-        h = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        if h.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=h.lr, momentum=0.9, weight_decay=h.weight_decay)
-        elif h.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
-        total = self.total_steps()
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warm = min(total - 1, int(h.warmup_epochs * per_epoch)) if total > 1 else 0
-        sched = CosineWarmupScheduler(opt, warmup_epochs=max(0, warm), max_epochs=total,
-                                      end_value=0.001)
-        return [opt], [{"scheduler": sched, "interval": "step"}]
+        return make_optimizers(self, [{"params": [p for p in self.parameters() if p.requires_grad]}])
 
 
 def forward_views(net: Callable[[torch.Tensor], torch.Tensor],
@@ -185,3 +172,21 @@ def forward_views(net: Callable[[torch.Tensor], torch.Tensor],
         out += list(y.chunk(j - i))
         i = j
     return out
+
+
+def make_optimizers(module: "TrainModule", groups: list[dict]) -> Any:
+    """Optimizer (``--optimizer``) + per-step linear warm-up and cosine schedule over ``groups``."""
+    h = module.hparams
+    groups = [g for g in groups if g["params"]]
+    if h.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=h.lr, momentum=float(h.get("sgd_momentum", 0.9)),
+                              weight_decay=h.weight_decay)
+    elif h.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=h.lr, weight_decay=h.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay)
+    total = module.total_steps()
+    per_epoch = max(1, total // max(1, module.trainer.max_epochs or 1))
+    warm = min(total - 1, int(h.warmup_epochs * per_epoch)) if total > 1 else 0
+    sched = CosineWarmupScheduler(opt, warmup_epochs=max(0, warm), max_epochs=total, end_value=0.001)
+    return [opt], [{"scheduler": sched, "interval": "step"}]

@@ -29,7 +29,8 @@ from torch import nn
 from curate.errors import CurateError
 from curate.trainers.base import Option, TrainModule, register
 from curate.trainers.heads import linear_spec, pack
-from curate.trainers.metric import MetricModule, make_optimizers, plain_views
+from curate.trainers.base import make_optimizers
+from curate.trainers.metric import MetricModule, plain_views
 from curate.trainers.augment import single_mild_view
 
 

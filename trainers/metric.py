@@ -48,7 +48,7 @@ from torchvision.transforms import v2
 from curate.data import collate_skip_missing
 from curate.errors import CurateError
 from curate.trainers.augment import Views, normalize, single_mild_view
-from curate.trainers.base import Option, TrainModule, forward_views, register
+from curate.trainers.base import Option, TrainModule, forward_views, make_optimizers, register
 from curate.trainers.heads import EmbeddingHead, pack
 from curate.trainers.metric_losses import contrastive_loss
 from curate.trainers.pairs import KNN_K, check_labels, class_pairs, knn_pairs, knn_table
@@ -100,26 +100,6 @@ class PairDataset(torch.utils.data.Dataset):
         if a is None or b is None:
             return None
         return [self.view_fn(a)[0], self.view_fn(b)[0]], y
-
-
-def make_optimizers(module: TrainModule, groups: list[dict]) -> Any:
-    """The base trainer's optimizer + cosine-warmup schedule, over explicit param groups."""
-    from lightly.utils.scheduler import CosineWarmupScheduler
-
-    h = module.hparams
-    groups = [g for g in groups if g["params"]]
-    if h.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=h.lr, momentum=float(h.get("sgd_momentum", 0.9)),
-                              weight_decay=h.weight_decay)
-    elif h.optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=h.lr, weight_decay=h.weight_decay)
-    else:
-        opt = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay)
-    total = module.total_steps()
-    per_epoch = max(1, total // max(1, module.trainer.max_epochs or 1))
-    warm = min(total - 1, int(h.warmup_epochs * per_epoch)) if total > 1 else 0
-    sched = CosineWarmupScheduler(opt, warmup_epochs=max(0, warm), max_epochs=total, end_value=0.001)
-    return [opt], [{"scheduler": sched, "interval": "step"}]
 
 
 class MetricModule(TrainModule):

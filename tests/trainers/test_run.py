@@ -25,14 +25,6 @@ FAST = dict(image_size=16, batch_size=4, num_workers=0, progress=False, devices=
             accelerator="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ws_index(tmp_path_factory):
     from curate.ingest import ingest

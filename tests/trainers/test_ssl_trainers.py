@@ -31,15 +31,6 @@ SMALL = {"dino": dict(out_dim=256, local_crops=2), "dino-neg": dict(out_dim=256,
          "moco": dict(queue_size=64)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is ~5x faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def class_images(n=24, size=16, seed=0):
     rng = np.random.default_rng(seed)
     ys = np.arange(n) % 3
