@@ -55,6 +55,24 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class RegistryChoice(click.Choice):
+    """A ``click.Choice`` over a registry's names, imported only when the option is used.
+
+    Keeps ``curate --help`` from importing torch for the encoder registry.
+    """
+
+    def __init__(self, module: str, registry: str):
+        self._where = (module, registry)
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        import importlib
+
+        module, registry = self._where
+        return tuple(getattr(importlib.import_module(module), registry).names())
+
+
 @contextlib.contextmanager
 def progress_bar(ctx: Context, label: str, quiet: bool = False):
     """Yield a ``callback(done, total)`` that drives a rich progress bar on stderr."""

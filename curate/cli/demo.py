@@ -3,7 +3,6 @@
 import click
 
 from curate.cli.context import Context, pass_ctx
-from curate.demo import run_demo
 
 
 @click.command("demo")
@@ -12,6 +11,7 @@ from curate.demo import run_demo
 @pass_ctx
 def demo(ctx: Context, budget, no_train) -> None:
     """Run the whole job on sklearn's digits in a fresh workspace (or --workspace)."""
+    from curate.demo import run_demo
     with ctx.err.status("running the demo (digits -> ingest -> encoder -> embed -> select)"):
         rep = run_demo(ctx._workspace_arg, budget=budget, train=not no_train)
     ctx.table(f"selection {rep.selection_id}: first 15 of {budget} picks (k-center greedy)",

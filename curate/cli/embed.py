@@ -2,13 +2,11 @@
 
 import click
 
-from curate.cli.context import Context, pass_ctx, progress_bar
-from curate.embed import embed as run_embed
-from curate.encoders import ENCODERS
+from curate.cli.context import Context, RegistryChoice, pass_ctx, progress_bar
 
 
 @click.command("embed")
-@click.option("--encoder", type=click.Choice(ENCODERS.names()), help="Built-in encoder.")
+@click.option("--encoder", type=RegistryChoice("curate.encoders", "ENCODERS"), help="Built-in encoder.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local weights file for the encoder.")
 @click.option("--model", help="A trained model (run name) from `curate train`.")
 @click.option("--batch", help="Embed only this ingest batch.")
@@ -22,6 +20,7 @@ from curate.encoders import ENCODERS
 def embed(ctx: Context, encoder, weights, model, batch, image_size, device, dtype, batch_size,
           workers, as_json) -> None:
     """Embed ingested images (resumable: only missing images are embedded)."""
+    from curate.embed import embed as run_embed
     with progress_bar(ctx, "embed", quiet=as_json) as cb:
         rep = run_embed(ctx.index, ctx.workspace, encoder=encoder, weights=weights, model=model,
                         batch=batch, image_size=image_size, device=device, dtype=dtype,

@@ -2,14 +2,10 @@
 
 import click
 
-from curate.batch_shift import check_batch_shift
 from curate.cli.context import Context, pass_ctx
 from curate.errors import CurateError
 from curate.novelty import SCORERS
-from curate.scorer_store import fit_scorer as run_fit
-from curate.scorer_tuning import fit_command, tune_scorer as run_tune
 from curate.export import write_frame
-from curate.scoring import score_images
 
 
 def _fmt(v, spec=".4g"):
@@ -57,6 +53,7 @@ def _shrinkage(value):
 def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fraction, alpha, seed,
                k, tau, metric, p, shrinkage, index_kind, as_json) -> None:
     """Fit a novelty scorer on reference images and calibrate its flag at ALPHA."""
+    from curate.scorer_store import fit_scorer as run_fit
     rep = run_fit(ctx.index, ctx.workspace, kind, name=name, embeddings=embeddings,
                   reference_batches=list(batches) or None,
                   calibration_fraction=calibration_fraction, alpha=alpha, seed=seed, k=k, tau=tau,
@@ -82,6 +79,7 @@ def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fracti
 @pass_ctx
 def score(ctx: Context, scorer, batch, embeddings, top, out, as_json) -> None:
     """Score images (higher = more novel), store score, p-value and flag per image."""
+    from curate.scoring import score_images
     rep = score_images(ctx.index, scorer, batch=batch, embeddings=embeddings)
     if out:
         write_frame(rep.scores, out)
@@ -111,6 +109,7 @@ def score(ctx: Context, scorer, batch, embeddings, top, out, as_json) -> None:
 def check_batch(ctx: Context, batch, scorer, alpha, permutations, max_ref, seed, fail_on_shift,
                 as_json) -> None:
     """Is BATCH shifted from the scorer's reference? Flag rate + MMD test, BH across batches."""
+    from curate.batch_shift import check_batch_shift
     rep = check_batch_shift(ctx.index, batch, scorer, alpha=alpha, permutations=permutations,
                             max_ref=max_ref, seed=seed)
     r = rep.result
@@ -155,6 +154,7 @@ def _split_candidates(values):
 def tune_scorer(ctx: Context, embeddings, candidates, batches, test_fraction, n_sens, seed,
                 as_json) -> None:
     """Pick a scorer and settings from in-distribution data only (sensitivity ~ 0.5+)."""
+    from curate.scorer_tuning import fit_command, tune_scorer as run_tune
     rep = run_tune(ctx.index, embeddings, _split_candidates(candidates), list(batches) or None,
                    test_fraction=test_fraction, n_sens=n_sens, seed=seed)
     if as_json:

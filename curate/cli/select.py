@@ -6,8 +6,6 @@ from curate.cli.context import Context, pass_ctx
 from curate.errors import CurateError
 from curate.export import write_selection
 from curate.select import SELECTORS
-from curate.scoring import select_excluding_novel
-from curate.select.selection import select_images
 
 
 @click.command("select")
@@ -29,6 +27,8 @@ from curate.select.selection import select_images
 def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed, device, fp16,
            dry_run, exclude_novel, scorer, show, as_json) -> None:
     """Pick BUDGET images to label, seeded by labelled images and earlier picks."""
+    from curate.select.selection import select_images
+    from curate.scoring import select_excluding_novel
     if scorer and not exclude_novel:
         raise CurateError("--scorer is used with --exclude-novel; add --exclude-novel")
     kw = dict(strategy=strategy, metric=metric, embeddings=embeddings, batch=batch, seed=seed,
