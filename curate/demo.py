@@ -1,8 +1,9 @@
 """``curate demo``: the main job end to end with no data and no server.
 
 Writes sklearn's 8x8 digits (1,797 images, upscaled to 32x32 PNGs) into a fresh
-workspace, ingests them, trains or fits an encoder, embeds, selects 50 with
-k-center greedy and reports how many digit classes the picks cover versus random.
+workspace, ingests them, trains or fits an encoder, embeds, selects 50 with the default
+strategy (README "Which strategy?") and reports how many digit classes the picks cover
+versus random.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class DemoReport:
     encoder: str
     embedding_set: str
     selection_id: int
+    strategy: str
     picks: object  # DataFrame
     classes_covered: int
     random_classes_covered: float
@@ -82,6 +84,6 @@ def run_demo(root: Path | str | None = None, budget: int = 50, seed: int = 0,
     secs["total"] = round(t[keys[-1]] - t["start"], 2)
     return DemoReport(workspace=root.resolve(), images=img_dir.resolve(),
                       encoder=model or encoder, embedding_set=rep.embedding_set,
-                      selection_id=res.selection_id, picks=res.picks,
+                      selection_id=res.selection_id, strategy=res.strategy, picks=res.picks,
                       classes_covered=int(classes.nunique()), random_classes_covered=rand_cov,
                       seconds=secs)

@@ -4,8 +4,9 @@ Pure writers (a DataFrame in, a file out) shared by ``curate select --out`` and
 ``curate export``; :func:`selection_frame` reads a stored selection from the index.
 
 Columns of a selection frame: ``rank`` (int, order of picking; 1 = first), ``image_id`` (int, our
-stable id), ``path`` (str), ``distance`` (float, distance to the nearest centre when
-picked; NaN if unknown), ``label`` (str or None, the current label in the index).
+stable id), ``path`` (str), ``score`` (float, the strategy's score of the pick:
+distance to the nearest centre for k-center, typicality for typiclust, ...; its meaning is
+in the selection's ``params['score']``; NaN if none), ``label`` (str or None, the current label in the index).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 
 from curate.errors import CurateError
 
-COLUMNS = ["rank", "image_id", "path", "distance", "label"]
+COLUMNS = ["rank", "image_id", "path", "score", "label"]
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
 EXPORT_FORMATS = ("csv", "parquet", "json", "labelstudio-json")
 _PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}  # as curate.data.image_labels
@@ -29,12 +30,12 @@ def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise CurateError(f"selection rows lack column(s): {', '.join(missing)}")
     df = rows.copy()
-    for c in ("distance", "label"):
+    for c in ("score", "label"):
         if c not in df.columns:
             df[c] = None
     df["rank"] = df["rank"].astype("int64")
     df["image_id"] = df["image_id"].astype("int64")
-    df["distance"] = pd.to_numeric(df["distance"], errors="coerce").astype("float64")
+    df["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64")
     df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[COLUMNS + extra].sort_values("rank", kind="stable").reset_index(drop=True)
@@ -102,7 +103,7 @@ def selection_frame(index, selection_id: int | str = "latest") -> tuple[int, pd.
 
     with index.session() as s:
         sel = resolve_selection(s, selection_id)
-        q = (select(SelectionItem.rank, SelectionItem.image_id, Image.path, SelectionItem.distance)
+        q = (select(SelectionItem.rank, SelectionItem.image_id, Image.path, SelectionItem.score)
              .join(Image, Image.id == SelectionItem.image_id)
              .where(SelectionItem.selection_id == sel.id).order_by(SelectionItem.rank))
         df = pd.DataFrame(s.execute(q).all(), columns=COLUMNS[:4])
@@ -117,7 +118,34 @@ def selection_frame(index, selection_id: int | str = "latest") -> tuple[int, pd.
                 best[image_id] = (rank, label)
         df["label"] = pd.Series([best[int(i)][1] if int(i) in best else None for i in df["image_id"]],
                                 dtype=object, index=df.index)
-        return sel.id, df
+    kept, gone = drop_missing(index, list(df.itertuples(index=False)), lambda r: r.path,
+                              lambda r: r.image_id)
+    df = df[df["image_id"].isin([r.image_id for r in kept])].reset_index(drop=True)
+    df.attrs["missing"] = gone  # files gone since ingest: left out, now marked rejected
+    return sel.id, df
+
+
+def drop_missing(index, items: Sequence, path_of: Callable = lambda it: it[-1],
+                 id_of: Callable = lambda it: it[0], when: str = "export") -> tuple[list, list[str]]:
+    """Split ``items`` into those whose local file still exists and the paths of those whose
+    file is gone; the gone images are marked ``rejected`` ("file missing at <when> time"),
+    as ``embed`` does. URIs (``s3://...``) are not checked. Returns ``(kept, missing_paths)``."""
+    import os
+    import re
+
+    uri = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+    gone = [it for it in items if not uri.match(str(path_of(it))) and not os.path.isfile(path_of(it))]
+    if not gone:
+        return list(items), []
+    from sqlalchemy import update
+
+    from curate.db.models import Image
+
+    with index.session() as s:
+        s.execute(update(Image).where(Image.id.in_([int(id_of(it)) for it in gone]))
+                  .values(status="rejected", reason=f"file missing at {when} time"))
+    gone_ids = {int(id_of(it)) for it in gone}
+    return [it for it in items if int(id_of(it)) not in gone_ids], [str(path_of(it)) for it in gone]
 
 
 def resolve_selection(session, selection_id: int | str):

@@ -131,6 +131,45 @@ def _natural(s: str):
     return (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
 
 
+def plot_curves(summary, out: Path | str, title: str | None = None, dpi: int = 120) -> Path:
+    """Accuracy vs budget (log x) per strategy: the mean and its 95% band, as a PNG.
+
+    ``summary``: a DataFrame with columns strategy, budget, accuracy, accuracy_low,
+    accuracy_high (``curate.select.simulation.paired_differences``); NaN band limits
+    (one seed) draw the mean only. Cost: O(rows).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise CurateError(f"plots are PNG files; got {out.name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, g) in enumerate(summary.groupby("strategy", sort=False)):
+        g = g.sort_values("budget")
+        color = plt.get_cmap("tab10")(i % 10)
+        ax.plot(g["budget"], g["accuracy"], marker="o", ms=3, color=color, label=name)
+        ax.fill_between(g["budget"], g["accuracy_low"], g["accuracy_high"], color=color, alpha=0.2,
+                        linewidth=0)
+    ax.set_xscale("log")
+    budgets = sorted(summary["budget"].unique())
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled images (budget)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 # --------------------------------------------------------------------------- index edge
 COLOR_BY = ("label", "batch", "selection", "score")
 

@@ -26,3 +26,17 @@ def named_or_latest(session, model: type[T], name: str | None, what: str, hint: 
         names = session.scalars(select(model.name)).all()
         raise CurateError(f"no {what} named {name!r}" + (f"; have: {', '.join(names)}" if names else f"; {hint}"))
     return row
+
+
+def unique_name(session, model: type[T], wanted: str | None, default: str, what: str) -> str:
+    """``wanted`` if no ``model`` row has that name (else a one-line error), or the first of
+    ``default``, ``default-2``, ``default-3``, ... that is free."""
+    taken = set(session.scalars(select(model.name)))
+    if wanted is not None:
+        if wanted in taken:
+            raise CurateError(f"a {what} named {wanted!r} exists; pick another --name")
+        return wanted
+    name, i = default, 2
+    while name in taken:
+        name, i = f"{default}-{i}", i + 1
+    return name

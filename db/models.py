@@ -33,8 +33,9 @@ class Batch(Base):
 class Image(Base):
     """One file seen by ingest. ``status`` is ``ok`` or ``rejected`` (with ``reason``).
 
-    Ok images are unique by ``sha256``; a second path with the same bytes goes to
-    :class:`DuplicatePath`.
+    Ok images are unique by ``sha256`` (index ``uq_images_ok_sha256``); a second path with
+    the same bytes goes to :class:`DuplicatePath` (status ``duplicate``: a row kept that
+    turned out to repeat another ok image's bytes).
     """
 
     __tablename__ = "images"
@@ -162,7 +163,8 @@ class Selection(Base):
 
 
 class SelectionItem(Base):
-    """A picked image: its rank and its distance to the nearest centre when picked."""
+    """A picked image: its rank and the strategy's score when picked (meaning per strategy,
+    stored in ``Selection.params['score']``; k-center: distance to the nearest centre)."""
 
     __tablename__ = "selection_items"
     __table_args__ = (UniqueConstraint("selection_id", "image_id", name="uq_selitem"),)
@@ -170,7 +172,27 @@ class SelectionItem(Base):
     selection_id: Mapped[int] = mapped_column(ForeignKey("selections.id"), index=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
     rank: Mapped[int] = mapped_column(Integer)
-    distance: Mapped[Optional[float]] = mapped_column(Float)
+    score: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class Simulation(Base):
+    """One ``curate simulate`` run: the active-learning loop replayed on labelled images.
+
+    ``params``: strategies, budgets, seeds, probe, rounds, pool/test split (sizes and id
+    hashes); ``results``: one record per (strategy, budget, seed) with accuracy,
+    macro-F1 and seconds; ``summary``: paired differences to random with intervals.
+    """
+
+    __tablename__ = "simulations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    embedding_set_id: Mapped[Optional[int]] = mapped_column(ForeignKey("embedding_sets.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    results: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    wall_seconds: Mapped[Optional[float]] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Scorer(Base):
@@ -232,3 +254,6 @@ class LabelStudioTask(Base):
 
 
 Index("ix_images_status_batch", Image.status, Image.batch_id)
+# one ok image per content hash, held by the database (concurrent ingests included)
+Index("uq_images_ok_sha256", Image.sha256, unique=True,
+      sqlite_where=Image.status == "ok", postgresql_where=Image.status == "ok")

@@ -20,5 +20,5 @@ def test_demo_runs_end_to_end_without_training(tmp_path):
 def test_demo_trains_a_quick_ssl_encoder(tmp_path):
     rep = run_demo(tmp_path / "demo", budget=20, train=True, train_seconds=3)
     assert rep.encoder.startswith("demo-simclr") and rep.embedding_set.startswith(rep.encoder)
-    assert len(rep.picks) == 20 and rep.picks["distance"].iloc[1:].notna().all()
+    assert len(rep.picks) == 20 and rep.picks["score"].iloc[1:].notna().all()
     assert rep.seconds["train"] > 0

@@ -13,7 +13,7 @@ from curate.export import (COLUMNS, labelstudio_tasks, selection_frame, write_fr
 from curate.workspace import init_workspace
 
 ROWS = pd.DataFrame({"rank": [2, 1, 3], "image_id": [7, 3, 9], "path": ["/d/b.png", "/d/a.png", "/d/c.png"],
-                     "distance": [0.5, float("nan"), 0.25], "label": [None, "cat", None]})
+                     "score": [0.5, float("nan"), 0.25], "label": [None, "cat", None]})
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
@@ -29,19 +29,19 @@ def test_write_selection_roundtrips_by_suffix(tmp_path, suffix):
     assert back["rank"].tolist() == [1, 2, 3]          # sorted by rank
     assert back["image_id"].tolist() == [3, 7, 9]
     assert back["path"].tolist() == ["/d/a.png", "/d/b.png", "/d/c.png"]
-    assert pd.isna(back["distance"][0]) and back["distance"][1] == 0.5
+    assert pd.isna(back["score"][0]) and back["score"][1] == 0.5
     assert back["label"][0] == "cat" and pd.isna(back["label"][1])
 
 
-def test_json_uses_null_for_missing_distance(tmp_path):
+def test_json_uses_null_for_missing_score(tmp_path):
     recs = json.loads(write_selection(ROWS, tmp_path / "s.json").read_text())
-    assert recs[0]["distance"] is None and recs[0]["label"] == "cat"
+    assert recs[0]["score"] is None and recs[0]["label"] == "cat"
 
 
 def test_missing_optional_columns_are_added(tmp_path):
     df = ROWS[["rank", "image_id", "path"]]
     back = pd.read_csv(write_selection(df, tmp_path / "s.csv"))
-    assert list(back.columns) == COLUMNS and back["distance"].isna().all()
+    assert list(back.columns) == COLUMNS and back["score"].isna().all()
 
 
 def test_unknown_suffix_and_missing_columns_are_user_errors(tmp_path):
@@ -74,7 +74,7 @@ def ws_with_selection(tmp_path):
             s.add(sel)
             s.flush()
             s.add_all([SelectionItem(selection_id=sel.id, image_id=imgs[2 * (n - 1) + k].id, rank=k + 1,
-                                     distance=0.1 * (k + 1)) for k in range(2)])
+                                     score=0.1 * (k + 1)) for k in range(2)])
     yield ws, index
     index.close()
 

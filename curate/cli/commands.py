@@ -8,6 +8,7 @@ _MODULES = [
     "curate.cli.embed",
     "curate.cli.train",
     "curate.cli.select",
+    "curate.cli.simulate",
     "curate.cli.novelty",
     "curate.cli.demo",
     "curate.cli.labelstudio",

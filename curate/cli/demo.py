@@ -6,7 +6,7 @@ from curate.cli.context import Context, pass_ctx
 
 
 @click.command("demo")
-@click.option("--budget", type=int, default=50, show_default=True)
+@click.option("--budget", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--no-train", is_flag=True, help="Use pixels-pca instead of training a quick SSL encoder.")
 @pass_ctx
 def demo(ctx: Context, budget, no_train) -> None:
@@ -14,9 +14,9 @@ def demo(ctx: Context, budget, no_train) -> None:
     from curate.demo import run_demo
     with ctx.err.status("running the demo (digits -> ingest -> encoder -> embed -> select)"):
         rep = run_demo(ctx._workspace_arg, budget=budget, train=not no_train)
-    ctx.table(f"selection {rep.selection_id}: first 15 of {budget} picks (k-center greedy)",
-              ["rank", "image", "distance", "digit", "path"],
-              [[r.rank, r.image_id, f"{r.distance:.4f}" if r.distance == r.distance else "",
+    ctx.table(f"selection {rep.selection_id}: first 15 of {budget} picks ({rep.strategy})",
+              ["rank", "image", "score", "digit", "path"],
+              [[r.rank, r.image_id, f"{r.score:.4f}" if r.score == r.score else "",
                 r.path.rsplit("/", 2)[-2], r.path] for r in rep.picks.head(15).itertuples()])
     ctx.console.print(
         f"digit classes covered by the {budget} picks: {rep.classes_covered}/10 "

@@ -1,27 +1,28 @@
-"""``curate select --budget N``: k-center greedy (or random) over embeddings."""
+"""``curate select --budget N``: run a selection strategy (``curate.select.SELECTORS``)."""
 
 import click
 
 from curate.cli.context import Context, pass_ctx
 from curate.errors import CurateError
 from curate.export import write_selection
-from curate.select import SELECTORS
+from curate.select import DEFAULT_STRATEGY, SELECTORS
 
 
 @click.command("select")
-@click.option("--budget", type=int, required=True, help="How many images to pick.")
-@click.option("--strategy", type=click.Choice(SELECTORS.names()), default="kcenter", show_default=True)
+@click.option("--budget", type=click.IntRange(min=1), required=True, help="How many images to pick.")
+@click.option("--strategy", type=click.Choice(SELECTORS.names()), default=DEFAULT_STRATEGY,
+              show_default=True, help="See README 'Which strategy?'.")
 @click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
 @click.option("--embeddings", "embeddings", help="Embedding set name (default: the latest).")
 @click.option("--batch", help="Pick only from this ingest batch.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write picks to FILE.csv|.parquet|.json.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--fp16", is_flag=True, help="Half-precision embeddings on the GPU.")
 @click.option("--dry-run", is_flag=True, help="Compute and show, but store nothing.")
 @click.option("--exclude-novel", is_flag=True, help="Leave out images the novelty scorer flags.")
 @click.option("--scorer", help="Scorer for --exclude-novel (default: the latest).")
-@click.option("--show", type=int, default=20, show_default=True, help="Rows to print.")
+@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True, help="Rows to print.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed, device, fp16,
@@ -47,9 +48,16 @@ def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed,
     if exclude_novel:
         ex = res.params["exclude_novel"]
         title += f", {ex['excluded']} novel excluded by {ex['scorer']}"
-    ctx.table(title, ["rank", "image", "distance", "label", "path"],
-              [[r.rank, r.image_id, "" if r.distance != r.distance else f"{r.distance:.4f}",
+    info = res.params.get("info", {})
+    if "fallback" in info or "chose" in info:
+        title += f" [{info.get('chose') or info['fallback']}]"
+    ctx.table(title, ["rank", "image", "score", "label", "path"],
+              [[r.rank, r.image_id, "" if r.score != r.score else f"{r.score:.4f}",
                 r.label, r.path] for r in head.itertuples()])
+    if res.missing:
+        ctx.console.print(f"{len(res.missing)} picked files no longer exist and were skipped "
+                          f"(marked rejected): {', '.join(res.missing[:3])}"
+                          + (" ..." if len(res.missing) > 3 else ""))
     if len(res.picks) > show:
         ctx.console.print(f"... {len(res.picks) - show} more" + (f"; all in {out}" if out else ""))
     elif out:

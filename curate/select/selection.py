@@ -1,13 +1,15 @@
 """Run a selection strategy over the index and store what it picked.
 
-Centres ("the datapool") are every labelled image and every image picked by an
-earlier selection; they are never picked again. The pool is the other embedded ok
-images (of ``batch`` when given), minus ``exclude_ids`` (e.g. flagged novel items).
+Seeds ("the datapool") are every labelled image and every image picked by an earlier
+selection; they are never picked again, and the labels of the labelled ones are passed
+to the strategy (uncertainty strategies train their probe on them). The pool is the
+other embedded ok images (of ``batch`` when given), minus ``exclude_ids`` (e.g. flagged
+novel items).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,8 +19,13 @@ from curate.data import image_labels
 from curate.db.models import Image, Label, Selection, SelectionItem
 from curate.embeddings import get_set, load_embeddings
 from curate.errors import CurateError
+from curate.export import drop_missing
+from curate.locks import db_lock
 from curate.provenance import versions
-from curate.select import SELECTORS
+from curate.select import DEFAULT_STRATEGY, SCORES, SELECTORS
+
+
+_MISSING_RETRIES = 3
 
 
 @dataclass
@@ -27,12 +34,14 @@ class SelectionResult:
     embedding_set: str
     strategy: str
     params: dict
-    picks: pd.DataFrame  # rank, image_id, path, distance, label
+    picks: pd.DataFrame  # rank, image_id, path, score, label
+    missing: list[str] = field(default_factory=list)  # picked files gone since embed, skipped
 
     def as_dict(self) -> dict:
         return {"selection_id": self.selection_id, "embedding_set": self.embedding_set,
                 "strategy": self.strategy, "params": self.params,
-                "picks": self.picks.replace({np.nan: None}).to_dict(orient="records")}
+                "picks": self.picks.replace({np.nan: None}).to_dict(orient="records"),
+                "missing": self.missing}
 
 
 def datapool_ids(session) -> set[int]:
@@ -42,12 +51,17 @@ def datapool_ids(session) -> set[int]:
     return set(labelled) | set(picked)
 
 
-def select_images(index, budget: int, strategy: str = "kcenter", metric: str = "cosine",
+def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: str = "cosine",
                   embeddings: str | None = None, batch: str | None = None,
                   seed: int | None = 0, dry_run: bool = False, device: str = "auto",
                   fp16: bool = False, exclude_ids: set[int] | None = None,
                   extra_params: dict | None = None) -> SelectionResult:
-    """Pick ``budget`` images to label and (unless ``dry_run``) store the selection."""
+    """Pick ``budget`` images to label and (unless ``dry_run``) store the selection.
+
+    The stored parameters record the strategy's score meaning, what it decided
+    (``info``: e.g. the probe and how many labelled images of which classes it was
+    trained on, a fallback, ProbCover's delta) and the label classes seen.
+    """
     fn = SELECTORS.get(strategy)
     if budget <= 0:
         raise CurateError(f"budget must be positive, got {budget}")
@@ -71,30 +85,67 @@ def select_images(index, budget: int, strategy: str = "kcenter", metric: str = "
     if budget > int(in_pool.sum()):
         raise CurateError(f"budget {budget} is larger than the pool of {int(in_pool.sum())} "
                           "unlabelled, unselected images")
-    picks, dists = fn(X, budget, seeds, metric, seed, device, fp16)
-    picked_ids = ids[picks]
     with index.session() as s:
-        paths = dict(s.execute(select(Image.id, Image.path).where(Image.id.in_(picked_ids.tolist()))).all())
         labels = image_labels(s)
+    classes = sorted({labels[int(i)] for i in ids[seeds] if int(i) in labels})
+    code = {c: k for k, c in enumerate(classes)}
+    missing: list[str] = []
+    for _ in range(_MISSING_RETRIES):
+        seed_labels = np.array([code.get(labels.get(int(i)), -1) for i in ids[seeds]], np.int64)
+        res = fn(X, budget, seeds, seed_labels, metric=metric, random_state=seed, device=device,
+                 fp16=fp16)
+        picked_ids = ids[res.indices]
+        with index.session() as s:
+            paths = dict(s.execute(select(Image.id, Image.path)
+                                   .where(Image.id.in_(picked_ids.tolist()))).all())
+        _, gone = drop_missing(index, [(int(i), paths[i]) for i in picked_ids], when="select")
+        if not gone:
+            break
+        # files deleted since embed: marked rejected, left out, and the strategy reruns
+        missing += gone
+        gone_ids = {i for i in picked_ids.tolist() if paths[i] in set(gone)}
+        keep = ~np.isin(ids, np.fromiter(gone_ids, np.int64, len(gone_ids)))
+        is_seed = np.zeros(len(ids), bool)
+        is_seed[seeds] = True
+        ids, X, is_seed = ids[keep], X[keep], is_seed[keep]
+        seeds = np.flatnonzero(is_seed)
+        if budget > len(ids) - len(seeds):
+            raise CurateError(f"budget {budget} is larger than the pool of {len(ids) - len(seeds)} "
+                              f"images whose files still exist ({len(missing)} missing)")
+    else:
+        raise CurateError(f"{len(missing)} picked files are missing on disk; check the image "
+                          "folders, then rerun `curate select`")
     df = pd.DataFrame({"rank": np.arange(1, budget + 1), "image_id": picked_ids,
                        "path": [paths[i] for i in picked_ids],
-                       "distance": np.where(np.isfinite(dists), dists, np.nan),
+                       "score": np.where(np.isfinite(res.scores), res.scores, np.nan),
                        "label": [labels.get(int(i)) for i in picked_ids]})
+    info = dict(res.info)
+    if "probe_classes" in info:
+        info["probe_classes"] = [classes[c] for c in info["probe_classes"]]
     params = {"metric": metric, "seed": seed, "batch": batch, "n_centres": int(len(seeds)),
+              "n_labelled": int((seed_labels >= 0).sum()), "classes": classes,
               "pool_size": int(in_pool.sum()), "device": device, "fp16": fp16,
-              "excluded": len(exclude_ids or ()), **(extra_params or {})}
+              "score": SCORES[strategy], "info": info,
+              "excluded": len(exclude_ids or ()), "missing_skipped": len(missing),
+              **(extra_params or {})}
     sel_id = None
     if not dry_run:
         with index.session() as s:
+            db_lock(s, "select")  # one selection stored at a time per workspace (issue 11)
+            raced = datapool_ids(s).intersection(picked_ids.tolist())
+            if raced:
+                raise CurateError(f"{len(raced)} of these picks were selected or labelled by "
+                                  "another command while this one ran; nothing stored, rerun "
+                                  "`curate select`")
             sel = Selection(strategy=strategy, params=params, embedding_set_id=set_id,
                             budget=budget, versions=versions())
             s.add(sel)
             s.flush()
             s.add_all(SelectionItem(selection_id=sel.id, image_id=int(r.image_id), rank=int(r.rank),
-                                    distance=None if pd.isna(r.distance) else float(r.distance))
+                                    score=None if pd.isna(r.score) else float(r.score))
                       for r in df.itertuples())
             sel_id = sel.id
-    return SelectionResult(sel_id, set_name, strategy, params, df)
+    return SelectionResult(sel_id, set_name, strategy, params, df, missing)
 
 
 __all__ = ["select_images", "SelectionResult", "datapool_ids"]

@@ -20,10 +20,10 @@ def embedded(index, ws, image_folder):
 
 
 def test_selection_is_stored_with_provenance(index, embedded):
-    res = select_images(index, 5, metric="euclidean", seed=1)
+    res = select_images(index, 5, strategy="kcenter", metric="euclidean", seed=1)
     assert list(res.picks["rank"]) == [1, 2, 3, 4, 5]
-    assert np.isnan(res.picks["distance"][0])  # no centres yet: a seeded random first pick
-    d = res.picks["distance"].to_numpy()[1:]
+    assert np.isnan(res.picks["score"][0])  # no centres yet: a seeded random first pick
+    d = res.picks["score"].to_numpy()[1:]
     assert (np.diff(d) <= 1e-6).all()  # furthest-point distances never grow
     with index.session() as s:
         sel = s.get(Selection, res.selection_id)
@@ -35,16 +35,16 @@ def test_selection_is_stored_with_provenance(index, embedded):
 
 
 def test_labels_and_earlier_picks_are_centres_and_never_picked(index, embedded):
-    first = select_images(index, 4)
+    first = select_images(index, 4, strategy="kcenter")
     with index.session() as s:
         picked = [int(i) for i in first.picks["image_id"]]
         labelled = s.scalars(select(EmbeddingRow.image_id)
                              .where(EmbeddingRow.image_id.not_in(picked)).limit(3)).all()
         s.add_all(Label(image_id=i, label="x", source="folder") for i in labelled)
-    second = select_images(index, 6)
+    second = select_images(index, 6, strategy="kcenter")
     assert not set(second.picks["image_id"]) & (set(first.picks["image_id"]) | set(labelled))
     assert second.params["n_centres"] == 7 and second.params["pool_size"] == 24 - 7
-    assert second.picks["distance"].notna().all()  # seeded: every pick has a distance
+    assert second.picks["score"].notna().all()  # seeded: every pick has a distance
 
 
 def test_same_result_as_kernel_on_loaded_embeddings(index, embedded):
@@ -52,14 +52,14 @@ def test_same_result_as_kernel_on_loaded_embeddings(index, embedded):
     from curate.select import kcenter_greedy
     ids, X = load_embeddings(index, embedded)
     idx, dist = kcenter_greedy(X, 7, metric="cosine", random_state=3, device="cpu")
-    res = select_images(index, 7, seed=3, device="cpu", dry_run=True)
+    res = select_images(index, 7, strategy="kcenter", seed=3, device="cpu", dry_run=True)
     assert list(res.picks["image_id"]) == list(ids[idx])
 
 
 def test_dry_run_stores_nothing_and_random_strategy(index, embedded):
     assert select_images(index, 3, dry_run=True).selection_id is None
     res = select_images(index, 3, strategy="random", seed=0)
-    assert res.picks["distance"].isna().all()
+    assert res.picks["score"].isna().all()
     with index.session() as s:
         assert s.scalar(select(Selection.strategy)) == "random"
 
@@ -118,3 +118,32 @@ def test_every_strategy_exports(index, embedded, tmp_path, name):
         out = write_selection(res.picks, tmp_path / f"picks.{suffix}")
         df = {"csv": pd.read_csv, "parquet": pd.read_parquet, "json": pd.read_json}[suffix](out)
         assert list(df["image_id"]) == list(res.picks["image_id"])
+
+
+def test_files_deleted_after_embed_are_skipped_and_marked(index, embedded):
+    from pathlib import Path
+
+    from curate.db.models import Image
+    first = select_images(index, 3, strategy="kcenter", seed=0, dry_run=True)
+    for p in first.picks["path"]:
+        Path(p).unlink()
+    res = select_images(index, 3, strategy="kcenter", seed=0)
+    assert not set(res.picks["image_id"]) & set(first.picks["image_id"])
+    assert sorted(res.missing) == sorted(first.picks["path"]) and res.params["missing_skipped"] == 3
+    with index.session() as s:
+        st = s.execute(select(Image.status, Image.reason)
+                       .where(Image.id.in_(first.picks["image_id"].tolist()))).all()
+    assert st and all(r == ("rejected", "file missing at select time") for r in st)
+
+
+def test_default_strategy_is_auto_and_records_what_it_chose(index, embedded):
+    res = select_images(index, 4)
+    assert res.strategy == "auto" and res.params["info"]["chose"] == "typiclust"
+    assert res.params["score"].startswith("the score of the strategy auto chose")
+    with index.session() as s:
+        ids = s.scalars(select(EmbeddingRow.image_id).limit(6)).all()
+        s.add_all(Label(image_id=i, label=("a" if k % 2 else "b"), source="folder")
+                  for k, i in enumerate(ids))
+    later = select_images(index, 3)
+    assert later.params["n_labelled"] == 6 and later.params["classes"] == ["a", "b"]
+    assert later.params["info"]["chose"] == "typiclust"     # 3 per class < 10: still typical
