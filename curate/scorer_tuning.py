@@ -1,39 +1,44 @@
-"""Choose a novelty scorer and its settings from in-distribution data only
-(``curate tune-scorer``; methods.md §4, thesis 003 ch. 6).
+"""Choose a novelty scorer's settings from in-distribution data only with the
+sensitivity score (``curate tune-scorer``; thesis 003 §3.4, ch. 6; methods.md §4).
 
-The ok, embedded images (of ``batches``, default all) are split at random into
-"train" and a held-out "test-in" fraction (``test_fraction``, default 0.2): both are
-in-distribution, no OOD data is used. :func:`curate.novelty.sensitivity.tune` then
-takes ``n_sens`` training images out as ``sens``, fits every candidate on the rest and
-computes its sensitivity = AUROC(sens vs test-in), test-in positive, and picks the
-candidate closest to a little above 0.5 (10-NN accuracy on test-in breaks ties when
-every image has a label). Class-conditional candidates run only when every image has
-a label; otherwise their row says why they were skipped. Nothing is stored.
+The embedding set(s) must come from encoders trained by ``curate train``, which keeps
+``--holdout-fraction`` (0.1) of its images out of training and stores their ids with the
+run (``TrainingRun.data["holdout_split"]`` -> ``split.npz``, see :func:`run_split`).
+``sens`` rows are drawn from the images the encoder was trained on; the test rows are
+its held-out images, or the images of ``test_batches`` (which the encoder must not have
+trained on). With several embedding sets (e.g. runs with different lambda / negative
+sets) the same images are used for all: the trained images common to every run and
+the test images none of them trained on. :func:`curate.novelty.sensitivity.tune` scores
+every candidate on one sens/reference split and picks the **maximum** sensitivity,
+with DeLong 95% intervals; the report says when the best is not significantly above
+the others or above 0.5. Candidates must be settings of one scorer kind. Embeddings of
+encoders that were not trained on these images (pixels-pca, pretrained backbones) have
+no seen/unseen split: a one-line error. Nothing is stored.
 
-Candidates are strings ``NAME[:param=value,...]``, e.g. ``knn:k=10``,
-``cosine-weighted:tau=0.02``, ``centroid:metric=l2``, ``mahalanobis:shrinkage=oas``.
+Candidates are strings ``NAME[:param=value,...]``, e.g. ``cosine-weighted:tau=0.02``,
+``knn:k=10``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from curate.data import image_labels
+from curate.db.models import TrainingRun
 from curate.embeddings import get_set, load_embeddings
 from curate.errors import CurateError
 from curate.novelty import SCORERS
-from curate.novelty.sensitivity import tune
-from curate.scorer_store import CLASS_CONDITIONAL, batch_image_ids, check_finite
+from curate.novelty.sensitivity import check_one_kind, tune
+from curate.scorer_store import CLASS_CONDITIONAL, batch_image_ids, check_finite, ids_hash
 
-DEFAULT_CANDIDATES = (
-    "mahalanobis", "knn:k=1", "knn:k=5", "knn:k=10", "knn:k=50", "max-cosine",
-    "cosine-weighted:tau=0.02", "cosine-weighted:tau=0.04", "cosine-weighted:tau=0.08",
-    "mahalanobis-class", "centroid:metric=cosine", "centroid:metric=l2", "vmf",
-)
+TAUS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.3, 0.5)
+KS = (1, 2, 5, 10, 20, 50, 100, 200)
+DEFAULT_CANDIDATES = tuple(f"cosine-weighted:tau={t}" for t in TAUS)  # thesis 003 Eq. 6
+GRIDS = {"cosine-weighted": DEFAULT_CANDIDATES, "knn": tuple(f"knn:k={k}" for k in KS)}
 
 
 def _value(text: str) -> Any:
@@ -64,81 +69,167 @@ def parse_candidate(text: str) -> dict[str, Any]:
 
 
 def candidate_label(cand: dict[str, Any]) -> str:
-    params = ",".join(f"{k}={v}" for k, v in cand.items() if k != "scorer")
+    params = ",".join(f"{k}={v}" for k, v in cand.items() if k not in ("scorer", "embedding"))
     return cand["scorer"] + (f":{params}" if params else "")
+
+
+def expand_candidates(candidates) -> list[dict[str, Any]]:
+    """Strings/dicts -> candidate dicts; a bare kind with a grid (``knn``,
+    ``cosine-weighted``) expands to :data:`GRIDS`; default :data:`DEFAULT_CANDIDATES`."""
+    out: list[dict[str, Any]] = []
+    for c in (candidates or DEFAULT_CANDIDATES):
+        if isinstance(c, str) and c.strip() in GRIDS:
+            out += [parse_candidate(g) for g in GRIDS[c.strip()]]
+        else:
+            out.append(dict(c) if isinstance(c, dict) else parse_candidate(c))
+    return out
+
+
+def run_split(index, set_name: str) -> tuple[TrainingRun, np.ndarray, np.ndarray]:
+    """(run, trained image ids, held-out image ids) of the run that made embedding set
+    ``set_name``; a one-line CurateError when there is none or its split file is gone
+    or changed (hashes in ``run.data["holdout_split"]``)."""
+    with index.session() as s:
+        es = get_set(s, set_name)
+        model = es.model
+        run = s.get(TrainingRun, model.run_id) if model.run_id is not None else None
+        encoder = model.encoder if run is None else None
+    if run is None:
+        raise CurateError(
+            f"embedding set {set_name!r} comes from encoder {encoder!r}, which was not trained "
+            "on these images: the sensitivity score needs images the encoder was trained on and "
+            "images it never saw (thesis 003 §3.4); train one with `curate train` (it holds out "
+            "--holdout-fraction 0.1) and `curate embed --model RUN`")
+    split = (run.data or {}).get("holdout_split")
+    if not split or "path" not in split:
+        raise CurateError(f"training run {run.name!r} recorded no held-out split (trained before "
+                          "--holdout-fraction existed); retrain it to tune on its embeddings")
+    try:
+        with np.load(split["path"]) as z:
+            train, hold = z["train_ids"].astype(np.int64), z["holdout_ids"].astype(np.int64)
+    except (OSError, KeyError, ValueError):
+        raise CurateError(f"split file of run {run.name!r} is missing or unreadable: "
+                          f"{split['path']}") from None
+    if ids_hash(train) != split.get("train_ids_hash") or ids_hash(hold) != split.get("holdout_ids_hash"):
+        raise CurateError(f"split file {split['path']} does not match run {run.name!r}'s record")
+    return run, train, hold
 
 
 @dataclass
 class TuneReport:
-    embedding_set: str
+    embedding_sets: list[str]
+    runs: list[str]
+    test_source: str
     chosen: dict
     table: list[dict]
+    decision: dict
     n_train: int
     n_test: int
     n_sens: int
     labelled: bool
     seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def embedding_set(self) -> str:
+        return self.chosen.get("embedding", self.embedding_sets[0])
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return dict(self.__dict__, embedding_set=self.embedding_set)
 
 
-def tune_scorer(index, embeddings: str | None = None, candidates=None, batches=None,
-                test_fraction: float = 0.2, n_sens: int | None = None,
-                seed: int | None = 0) -> TuneReport:
-    """Evaluate ``candidates`` (strings or dicts; default :data:`DEFAULT_CANDIDATES`)
-    and pick one (see the module doc). ``n_sens`` defaults to min(1000, train / 5)."""
+def _notes(decision: dict, table: list[dict]) -> list[str]:
+    """Plain-language verdicts on what the data supports."""
+    by = {r["candidate"]: r for r in table}
+    best = by[decision["best"]]
+    pct = f"{decision['level']:.0%}"
+    notes = []
+    if not decision["above_chance"]:
+        notes.append(f"the best sensitivity {best['sensitivity']:.3f} ({pct} CI "
+                     f"{best['ci'][0]:.3f}-{best['ci'][1]:.3f}) is not significantly above 0.5: "
+                     "no setting separates training images from unseen ones, so the score "
+                     "cannot rank these settings (train longer, or use more images)")
+    if decision["tied"]:
+        other = by[decision["tied"][0]]
+        notes.append(f"{len(decision['tied'])} other setting(s) are within noise of the best "
+                     f"(e.g. {other['label']}: difference {other['diff_to_best']:.3f}, {pct} CI "
+                     f"{other['diff_ci'][0]:.3f} to {other['diff_ci'][1]:.3f}); the data does not "
+                     "support choosing between them")
+    return notes
+
+
+def tune_scorer(index, embeddings=None, candidates=None, test_batches=None,
+                n_sens: int | None = None, seed: int | None = 0) -> TuneReport:
+    """Evaluate ``candidates`` (strings or dicts of one scorer kind; default: the
+    cosine-weighted tau grid) on ``embeddings`` (a set name, a list of them, or None =
+    the latest) and pick the maximum sensitivity (module doc). ``n_sens`` defaults to
+    min(number of test images, trained images / 5)."""
     t0 = time.perf_counter()
-    given = candidates is not None and len(candidates) > 0
-    cands = [c if isinstance(c, dict) else parse_candidate(c)
-             for c in (candidates if given else DEFAULT_CANDIDATES)]
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise CurateError(f"test fraction must be in (0, 1), got {test_fraction}")
+    cands = expand_candidates(candidates)
+    kind = check_one_kind(cands)
+    names = [embeddings] if embeddings is None or isinstance(embeddings, str) else list(embeddings)
     with index.session() as s:
-        set_name = get_set(s, embeddings).name
-        restrict = batch_image_ids(s, batches)
+        sets = list(dict.fromkeys(get_set(s, n).name for n in names))
+        given = batch_image_ids(s, test_batches)
         labels = image_labels(s)
-    ids, X = load_embeddings(index, set_name, image_ids=restrict)
-    if len(ids) < 10:
-        raise CurateError(f"tuning needs at least 10 embedded images, set {set_name} "
-                          f"has {len(ids)}" + (" in the given batches" if batches else ""))
-    check_finite(ids, X, f"embedding set {set_name}")
-    perm = np.random.default_rng(seed).permutation(len(ids))
-    n_test = min(max(int(round(test_fraction * len(ids))), 2), len(ids) - 3)
-    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    labelled = all(int(i) in labels for i in ids)
-    y = np.array([labels[int(i)] for i in ids]) if labelled else None
-    n_sens = int(n_sens) if n_sens is not None else min(1000, max(2, len(train) // 5))
+    splits = [run_split(index, name) for name in sets]
+    train = splits[0][1]
+    for _, tr, _ in splits[1:]:
+        train = np.intersect1d(train, tr)
+    trained_any = np.unique(np.concatenate([tr for _, tr, _ in splits]))
+    if given is not None:
+        overlap = np.intersect1d(given, trained_any)
+        if len(overlap):
+            raise CurateError(f"{len(overlap)} image(s) of --test-batch were used to train "
+                              f"{splits[0][0].name if len(splits) == 1 else 'these runs'}; "
+                              "name images the encoder never saw")
+        test, source = given, "batch(es) " + ", ".join(test_batches)
+    else:
+        test = splits[0][2]
+        for _, _, hold in splits[1:]:
+            test = np.intersect1d(test, hold)
+        test = np.setdiff1d(test, trained_any)
+        source = "held-out images of run(s) " + ", ".join(r.name for r, _, _ in splits)
+    loaded = {}
+    for name in sets:  # keep the rows embedded (and ok) in every set, ordered by image id
+        ids, X = load_embeddings(index, name, image_ids=np.union1d(train, test))
+        check_finite(ids, X, f"embedding set {name}")
+        loaded[name] = (ids, X)
+        train, test = np.intersect1d(train, ids), np.intersect1d(test, ids)
+    if len(test) < 2 or len(train) < 3:
+        raise CurateError(f"too few embedded images for the sensitivity score: {len(train)} "
+                          f"trained and {len(test)} never-seen ({source}); need >= 3 and >= 2")
+    Xtr = {n: X[np.searchsorted(ids, train)] for n, (ids, X) in loaded.items()}
+    Xte = {n: X[np.searchsorted(ids, test)] for n, (ids, X) in loaded.items()}
+    labelled = all(int(i) in labels for i in np.r_[train, test])
+    y_tr = np.array([labels[int(i)] for i in train]) if labelled else None
+    y_te = np.array([labels[int(i)] for i in test]) if labelled else None
+    if kind in CLASS_CONDITIONAL and not labelled:
+        raise CurateError(f"{kind} is class-conditional and needs labels on every image")
+    n_sens = int(n_sens) if n_sens is not None else max(2, min(len(test), len(train) // 5))
     if not 1 <= n_sens < len(train):
         raise CurateError(f"n_sens must be in [1, {len(train) - 1}], got {n_sens}")
-    runnable = [c for c in cands if labelled or c["scorer"] not in CLASS_CONDITIONAL]
-    skipped = [c for c in cands if c not in runnable]
-    if not runnable:
-        raise CurateError("every candidate is class-conditional and needs labels on every image")
-    _, table = tune(X[train], X[test], runnable, y_train=None if y is None else y[train],
-                    y_test=None if y is None else y[test], n_sens=n_sens, random_state=seed)
-    for c in skipped:
-        table.append({"candidate": len(table), "scorer": c["scorer"],
-                      "params": {k: v for k, v in c.items() if k != "scorer"},
-                      "embedding": "default", "sensitivity": None, "knn_accuracy": None,
-                      "seconds": 0.0, "error": "skipped: needs labels",
-                      "selected": False})
+    runs_cands = [dict(c, embedding=e) for e in sets for c in cands] if len(sets) > 1 else cands
+    chosen, table, decision = tune(Xtr if len(sets) > 1 else Xtr[sets[0]],
+                                   Xte if len(sets) > 1 else Xte[sets[0]], runs_cands,
+                                   y_train=y_tr, y_test=y_te, n_sens=n_sens, random_state=seed)
     for row in table:
         row["label"] = candidate_label({"scorer": row["scorer"], **row["params"]})
-        row.pop("embedding", None)
-    chosen_row = next(r for r in table if r["selected"])
-    chosen = {"scorer": chosen_row["scorer"], **chosen_row["params"]}
-    return TuneReport(set_name, chosen, table, len(train), len(test), n_sens, labelled,
-                      time.perf_counter() - t0)
+        row["embedding"] = row["embedding"] if len(sets) > 1 else sets[0]
+    return TuneReport(sets, [r.name for r, _, _ in splits], source, chosen, table, decision,
+                      len(train), len(test), n_sens, labelled, time.perf_counter() - t0,
+                      _notes(decision, table))
 
 
 def fit_command(chosen: dict, embedding_set: str) -> str:
     """The ``curate fit-scorer`` line for a chosen candidate."""
     opts = {"k": "--k", "tau": "--tau", "metric": "--metric", "p": "--p",
             "shrinkage": "--shrinkage", "index": "--index"}
-    parts = ["curate fit-scorer", f"--scorer {chosen['scorer']}", f"--embeddings '{embedding_set}'"]
+    parts = ["curate fit-scorer", f"--scorer {chosen['scorer']}",
+             f"--embeddings '{chosen.get('embedding', embedding_set)}'"]
     parts += [f"{opts[k]} {v}" for k, v in chosen.items() if k in opts]
     return " ".join(parts)
 
 
-__all__ = ["tune_scorer", "parse_candidate", "TuneReport", "DEFAULT_CANDIDATES", "fit_command"]
+__all__ = ["tune_scorer", "parse_candidate", "expand_candidates", "run_split", "TuneReport",
+           "DEFAULT_CANDIDATES", "GRIDS", "fit_command"]

@@ -10,8 +10,13 @@ int64[B])``; training drops the last incomplete batch (equal shapes across DDP r
 
 ``ImageDataModule.from_index(index, batch=...)`` lists the ok images (optionally of one
 batch), records what was used (``data_info``: batch, image count, sha256 of the sorted
-ids) and, with ``knn_holdout > 0``, keeps a stratified held-out split of labelled
-images out of training for the k-NN monitor.
+ids). With ``holdout_fraction > 0`` (``curate train`` default 0.1) a seeded random
+share of the images is kept out of training altogether (:func:`holdout_split`): the
+encoder never sees them, so they are the in-distribution test set of the sensitivity
+score (thesis 003 §3.4, ``curate tune-scorer``); ``split_ids`` holds the trained and
+held-out image ids (written next to the run by :func:`curate.trainers.run.fit_run`).
+With ``knn_holdout > 0`` a stratified split of the remaining labelled images is also
+kept out of training, for the k-NN monitor.
 """
 
 from __future__ import annotations
@@ -106,6 +111,18 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def holdout_split(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of the never-trained holdout among ``n`` images (ordered by id):
+    the first ``round(fraction * n)`` of ``default_rng(seed).permutation(n)``; empty when
+    that leaves fewer than 2 training images. Reproducible from (ids, fraction, seed)."""
+    if not 0.0 <= float(fraction) < 1.0:
+        raise CurateError(f"--holdout-fraction must be in [0, 1), got {fraction}")
+    k = int(round(float(fraction) * n))
+    if k < 1 or n - k < 2:
+        return np.empty(0, np.int64)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
 def stratified_holdout(codes: np.ndarray, fraction: float, max_n: int, seed: int) -> np.ndarray:
     """Indices of a stratified held-out split among labelled items (codes >= 0)."""
     rng = np.random.default_rng(seed)
@@ -145,15 +162,19 @@ class ImageDataModule(L.LightningDataModule):
         self.knn_reference, self.knn_holdout, self.eval_fn = knn_reference, knn_holdout, eval_fn
         self.sampler_fn, self.classes = sampler_fn, classes or []
         self.data_info = dict(data_info or {}, images=len(source))
+        self.split_ids: dict[str, np.ndarray] | None = None  # set by from_index
 
     @classmethod
     def from_index(cls, index, view_fn: Callable, image_size: int, channels: int = 3,
                    batch: str | None = None, knn_holdout: float = 0.0, seed: int = 0,
                    eval_fn: Callable | None = None, max_reference: int = 5000,
-                   labelled_only: bool = False, **kwargs) -> "ImageDataModule":
-        """Ok images of ``batch`` (or all) from the index; see the class docstring.
+                   labelled_only: bool = False, holdout_fraction: float = 0.0,
+                   **kwargs) -> "ImageDataModule":
+        """Ok images of ``batch`` (or all) from the index; see the module docstring.
 
-        ``labelled_only``: keep labelled images only (metric learning)."""
+        ``labelled_only``: keep labelled images only (metric learning).
+        ``holdout_fraction``: share of the images never trained on (:func:`holdout_split`,
+        seeded by ``seed``); recorded in ``data_info["holdout_split"]``."""
         recs = list_images(index, batch=batch, with_labels=True)
         where = f"batch {batch!r}" if batch else "the index"
         if not recs:
@@ -162,6 +183,9 @@ class ImageDataModule(L.LightningDataModule):
             recs = [r for r in recs if r.label is not None]
             if not recs:
                 raise CurateError(f"no labelled images in {where}; this method needs labels")
+        out = holdout_split(len(recs), holdout_fraction, seed)
+        held, drop = [recs[i].id for i in out], set(out.tolist())
+        recs = [r for i, r in enumerate(recs) if i not in drop]
         codes, classes = label_codes([r.label for r in recs])
         info = {"batch": batch, "ids_sha256": ids_hash([r.id for r in recs]),
                 "labelled": int((codes >= 0).sum()), "classes": len(classes)}
@@ -178,11 +202,38 @@ class ImageDataModule(L.LightningDataModule):
             info.update(holdout=len(h), holdout_ids_sha256=ids_hash([recs[i].id for i in h]))
             recs, codes = [recs[i] for i in keep], codes[keep]
             info["ids_sha256"] = ids_hash([r.id for r in recs])
+        train_ids = np.array([r.id for r in recs], np.int64)
+        info["holdout_split"] = {
+            "fraction": float(holdout_fraction), "seed": int(seed), "n_train": len(train_ids),
+            "n_holdout": len(held), "holdout_ids_sha256": ids_hash(held),
+            "rule": "ok images ordered by id; held out: the first round(fraction*n) "
+                    "positions of numpy default_rng(seed).permutation(n)"}
         from curate.trainers.augment import eval_transform
 
-        return cls(RecordSource(recs, channels), view_fn, labels=codes, knn_reference=ref,
-                   knn_holdout=hold, eval_fn=eval_fn or eval_transform(image_size, channels),
-                   data_info=info, classes=classes, **kwargs)
+        dm = cls(RecordSource(recs, channels), view_fn, labels=codes, knn_reference=ref,
+                 knn_holdout=hold, eval_fn=eval_fn or eval_transform(image_size, channels),
+                 data_info=info, classes=classes, **kwargs)
+        dm.split_ids = {"train": train_ids, "holdout": np.array(held, np.int64)}
+        return dm
+
+    def save_split(self, folder: Path | str) -> dict:
+        """Write ``split_ids`` to ``folder/split.npz`` (``train_ids``, ``holdout_ids``;
+        temporary file + rename) and return ``data_info`` with the file's path and the
+        ids' hashes (:func:`curate.scorer_store.ids_hash`) under ``holdout_split``; read
+        back by :func:`curate.scorer_tuning.run_split`. No split: ``data_info`` as is."""
+        if self.split_ids is None:
+            return dict(self.data_info)
+        from curate.scorer_store import ids_hash as short_hash
+
+        path = Path(folder) / "split.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".split.{os.getpid()}.tmp.npz")
+        np.savez(tmp, train_ids=self.split_ids["train"], holdout_ids=self.split_ids["holdout"])
+        os.replace(tmp, path)
+        split = dict(self.data_info["holdout_split"], path=str(path),
+                     train_ids_hash=short_hash(self.split_ids["train"]),
+                     holdout_ids_hash=short_hash(self.split_ids["holdout"]))
+        return dict(self.data_info, holdout_split=split)
 
     def effective_batch_size(self, world_size: int = 1) -> int:
         """``batch_size`` capped so that every rank gets at least one full batch."""

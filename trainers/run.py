@@ -29,6 +29,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import re
 import statistics
 import time
 from pathlib import Path
@@ -105,10 +106,18 @@ class _Checkpointer(Checkpoint):
 
 
 class _Recorder(Checkpoint):
-    """Append the epoch's metrics to the TrainingRun row (rank 0; runs after logging)."""
+    """Append the epoch's metrics to the TrainingRun row (rank 0; runs after logging), and
+    record the run's total wall time (earlier segments + this one) with every checkpoint,
+    so a run killed and resumed reports the time of all its segments."""
 
-    def __init__(self, index, run_id: int, t0: float):
-        self.index, self.run_id, self.t0 = index, run_id, t0
+    def __init__(self, index, run_id: int, t0: float, prev_wall: float = 0.0):
+        self.index, self.run_id, self.t0, self.prev_wall = index, run_id, t0, prev_wall
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.is_global_zero and self.index is not None:
+            with self.index.session() as s:
+                s.get(TrainingRun, self.run_id).wall_seconds = round(
+                    self.prev_wall + time.time() - self.t0, 3)
 
     def on_train_epoch_end(self, trainer, pl_module):
         metrics = trainer.callback_metrics  # on every rank: computing it may all-reduce
@@ -152,10 +161,25 @@ def get_run(index, name: str) -> TrainingRun:
     return run
 
 
+_NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")
+
+
+def check_name(name: str) -> str:
+    """A run name is one folder name inside the models folder: letters, digits and
+    ``._@+-``, not starting with a dot, no path separators, no ``..``."""
+    if not isinstance(name, str) or not _NAME_OK.fullmatch(name) or ".." in name:
+        raise CurateError(f"invalid run name {name!r}: use letters, digits and ._@+- (no path "
+                          "separators, no '..', not starting with '.' or '-', at most 200 characters)")
+    return name
+
+
 def check_checkpoint(path: Path) -> None:
-    """Raise a one-line CurateError when ``path`` is not a readable Lightning checkpoint."""
+    """Raise a one-line CurateError when ``path`` is not a readable Lightning checkpoint.
+
+    Loaded with ``weights_only=True`` (tensors, containers and primitives only): a
+    checkpoint that needs any other object to unpickle is refused, never executed."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CurateError(f"checkpoint {path} is unreadable ({msg}); delete it to restart "
@@ -182,6 +206,7 @@ def fit_run(index, ws, module, datamodule, *, method: str, params: dict[str, Any
         if num_nodes and int(num_nodes) > 1:
             raise CurateError("multi-node training needs --name (every node must agree on it)")
         name = _unique_name(index, f"{method}-{utcnow():%Y%m%d-%H%M%S}")
+    check_name(name)
     rundir = Path(ws.models_dir) / name
     ckpt = rundir / "checkpoints" / "last.ckpt"
     child = _is_child()
@@ -232,16 +257,16 @@ def fit_run(index, ws, module, datamodule, *, method: str, params: dict[str, Any
                 run = TrainingRun(name=name, method=method, metrics=[])
                 s.add(run)
             run.params = {**params, "effective": effective, "module": module.record_params()}
-            run.data = dict(datamodule.data_info)
+            run.data = datamodule.save_split(rundir)  # + the never-trained holdout's ids file
             run.status, run.versions = "running", versions()
             run.checkpoint_path = str(ckpt)
             s.flush()
             run_id, prev_wall = run.id, run.wall_seconds or 0.0
-        recorder.index, recorder.run_id = index, run_id
+        recorder.index, recorder.run_id, recorder.prev_wall = index, run_id, prev_wall
     old_env = os.environ.get(RUN_ENV)
     os.environ[RUN_ENV] = name
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except BaseException as e:
         if run_id is not None:
             _finish(index, run_id, "failed", prev_wall + time.time() - t0)
@@ -290,7 +315,7 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
           lr: float | None = None, weight_decay: float | None = None, optimizer: str = "adamw",
           warmup_epochs: float = 0.0, max_steps: int = -1, precision: str = "32-true",
           seed: int = 0, knn_monitor: bool = False, knn_holdout: float = 0.1,
-          max_minutes: float | None = None, devices: Any = None, num_nodes: int | None = None,
+          holdout_fraction: float = 0.1, max_minutes: float | None = None, devices: Any = None, num_nodes: int | None = None,
           strategy: str | None = None, accelerator: str | None = None,
           num_workers: int | None = None, progress: bool | None = None,
           checkpoint_every: int | None = None, callbacks: Sequence = (),
@@ -299,7 +324,9 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
 
     ``options`` are the method's own hyper-parameters (``TRAINERS.get(m).OPTIONS``).
     ``channels``/``image_size`` default to the data (grayscale -> 1; median shorter
-    side clamped to [16, 224]). Returns the finished TrainingRun (None on DDP ranks > 0).
+    side clamped to [16, 224]). ``holdout_fraction`` of the images (seeded) are never
+    trained on; their ids are stored with the run (``data["holdout_split"]``) for
+    ``tune-scorer``. Returns the finished TrainingRun (None on DDP ranks > 0).
     """
     load_methods()
     runtime = dict(devices=devices, num_nodes=num_nodes, strategy=strategy,
@@ -327,8 +354,13 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
                     weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs,
                     max_steps=int(max_steps), precision=str(precision), seed=int(seed),
                     knn_monitor=bool(knn_monitor), knn_holdout=float(knn_holdout),
+                    holdout_fraction=float(holdout_fraction),
                     options={k: v for k, v in options.items() if v is not None},
                     **{k: v for k, v in runtime.items()})
+        if name is not None:
+            check_name(name)
+        if image_size is not None and not 8 <= int(image_size) <= 1024:
+            raise CurateError(f"--image-size {image_size} is out of range (8-1024 px)")
         if epochs < 1:
             raise CurateError("--epochs must be at least 1")
         if weights and not Path(weights).is_file():
@@ -351,6 +383,7 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
     dm = ImageDataModule.from_index(
         index, module.train_views(), args["image_size"], args["channels"], batch=args["batch"],
         knn_holdout=args["knn_holdout"] if args["knn_monitor"] else 0.0, seed=args["seed"],
+        holdout_fraction=args.get("holdout_fraction", 0.0),  # runs from before: none
         batch_size=args["batch_size"], num_workers=args.get("num_workers"),
         sampler_fn=getattr(module, "train_sampler", None),
         labelled_only=bool(getattr(module, "needs_labels", False)))

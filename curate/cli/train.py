@@ -37,26 +37,29 @@ def _common_params() -> list[click.Parameter]:
         O(["--backbone"], type=click.Choice(backbone_names()),
           help="Backbone (default: small-cnn up to 64 px, resnet18 above)."),
         O(["--weights"], type=click.Path(dir_okay=False), help="Start from local backbone weights."),
-        O(["--image-size"], type=int, help="Training size in px (default: median shorter side, 16-224)."),
+        O(["--image-size"], type=click.IntRange(8, 1024), help="Training size in px (default: median shorter side, 16-224)."),
         O(["--channels"], type=click.Choice(["1", "3"]), help="1 = grayscale, 3 = RGB (default: from the data)."),
-        O(["--epochs"], type=int, default=100, show_default=True),
-        O(["--batch-size"], type=int, default=256, show_default=True),
-        O(["--lr"], type=float, help="Learning rate (default: per method)."),
-        O(["--weight-decay"], type=float, help="Weight decay (default: per method)."),
+        O(["--epochs"], type=click.IntRange(min=1), default=100, show_default=True),
+        O(["--batch-size"], type=click.IntRange(min=1), default=256, show_default=True),
+        O(["--lr"], type=click.FloatRange(min=0, min_open=True), help="Learning rate (default: per method)."),
+        O(["--weight-decay"], type=click.FloatRange(min=0), help="Weight decay (default: per method)."),
         O(["--optimizer"], type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", show_default=True),
-        O(["--warmup-epochs"], type=float, default=0.0, show_default=True, help="Linear LR warm-up, then cosine."),
-        O(["--max-steps"], type=int, default=-1, help="Stop after this many optimizer steps."),
-        O(["--max-minutes"], type=float, help="Stop after this many minutes (the run is still finished)."),
+        O(["--warmup-epochs"], type=click.FloatRange(min=0), default=0.0, show_default=True, help="Linear LR warm-up, then cosine."),
+        O(["--max-steps"], type=click.IntRange(min=-1), default=-1, help="Stop after this many optimizer steps."),
+        O(["--max-minutes"], type=click.FloatRange(min=0, min_open=True), help="Stop after this many minutes (the run is still finished)."),
         O(["--devices"], default=None, help="Lightning devices: auto, a count or ids like 0,1."),
-        O(["--num-nodes"], type=int, help="Number of nodes (multi-node needs --name)."),
+        O(["--num-nodes"], type=click.IntRange(min=1), help="Number of nodes (multi-node needs --name)."),
         O(["--strategy"], help="Lightning strategy, e.g. ddp (default: auto)."),
         O(["--accelerator"], help="auto, cpu, gpu (default: auto)."),
         O(["--precision"], default="32-true", show_default=True, help="e.g. 32-true, 16-mixed, bf16-mixed."),
-        O(["--seed"], type=int, default=0, show_default=True),
-        O(["--workers"], type=int, help="DataLoader workers per process (default: min(4, CPUs-1))."),
+        O(["--seed"], type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
+        O(["--workers"], type=click.IntRange(min=0), help="DataLoader workers per process (default: min(4, CPUs-1))."),
         O(["--knn-monitor"], is_flag=True, help="Report k-NN accuracy on a held-out labelled split each epoch."),
-        O(["--knn-holdout"], type=float, default=0.1, show_default=True, help="Held-out fraction for --knn-monitor."),
-        O(["--checkpoint-every"], type=int, help="Checkpoint every N steps (default 100; 0 = epoch ends only)."),
+        O(["--knn-holdout"], type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Held-out fraction for --knn-monitor."),
+        O(["--holdout-fraction"], type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+          help="Share of the images never trained on (seeded by --seed, ids stored with the "
+          "run): the in-distribution test set of `curate tune-scorer`. 0 = train on all."),
+        O(["--checkpoint-every"], type=click.IntRange(min=0), help="Checkpoint every N steps (default 100; 0 = epoch ends only)."),
         O(["--no-progress"], is_flag=True, help="No progress bar."),
         O(["--json", "as_json"], is_flag=True, help="Print the run as JSON."),
     ]
@@ -109,7 +112,7 @@ class TrainCommand(click.Command):
 def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_size, channels,
          epochs, batch_size, lr, weight_decay, optimizer, warmup_epochs, max_steps, max_minutes,
          devices, num_nodes, strategy, accelerator, precision, seed, workers, knn_monitor,
-         knn_holdout, checkpoint_every, no_progress, as_json, **options) -> None:
+         knn_holdout, holdout_fraction, checkpoint_every, no_progress, as_json, **options) -> None:
     """Train an encoder on the ingested images; the run is recorded and its backbone
     becomes a model for `curate embed --model NAME`.
 
@@ -137,7 +140,7 @@ def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_siz
                 warmup_epochs=warmup_epochs, max_steps=max_steps, max_minutes=max_minutes,
                 devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
                 accelerator=accelerator, precision=precision, seed=seed, num_workers=workers,
-                knn_monitor=knn_monitor, knn_holdout=knn_holdout,
+                knn_monitor=knn_monitor, knn_holdout=knn_holdout, holdout_fraction=holdout_fraction,
                 checkpoint_every=checkpoint_every, progress=not no_progress and not as_json,
                 **{k: v for k, v in options.items() if v is not None})
     if run is None:  # a DDP worker process: rank 0 reports

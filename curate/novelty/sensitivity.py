@@ -1,19 +1,29 @@
-"""Choosing a scorer and its settings without OOD data (methods.md §4, thesis 003 ch. 6).
+"""The sensitivity score: choosing a scorer's settings without OOD data (thesis 003 §3.4,
+ch. 6 §4.2; methods.md §4).
 
-Sensitivity: take ``n_sens`` random training rows out as ``sens``, fit the scorer on
-the remaining rows (the reference) and compute
-``AUROC(sens vs in-distribution test)`` with the test rows as the positive class, i.e.
-P(score(test row) > score(held-out training row)). 0.5 = the scorer cannot tell unseen
-training rows from test rows; above 0.5 = test rows look more novel than held-out
-training rows (a train/test gap the scorer is sensitive to).
+Thesis 003 §3.4: "we randomly extract B samples from D_train^in without replacement as
+D_train^sens and denote the remaining train samples as D_train^ref. We define the
+sensitivity score as the AUROC value between D_train^sens and D_test^in, where
+D_train^ref is used as new train data during the evaluation." D_train^in are the images
+the *encoder was trained on*, D_test^in in-distribution images it never saw; here
+``X_train`` / ``X_test_in`` are their embeddings. The scorer is fitted on the reference
+rows, and sensitivity = P(score(test row) > score(sens row)) (test = positive; ties
+count 1/2). 0.5: the scorer cannot tell images the encoder saw from unseen ones; above
+0.5: it picks up the train/test gap, i.e. it is sensitive to features specific to the
+training distribution. The thesis picks settings (evaluation temperature tau, negative
+set, loss weight lambda) by *maximising* it: "for the range close to AUROC = 50%, the
+higher the sensitivity score is, the better" (ch. 6); "tau = 0.04 which is found by
+maximizing the sensitivity score" (§4.2).
 
-Rule used by ``tune`` (the thesis found values a little above 0.5 go with the best
-OOD performance): among candidates with sensitivity >= 0.5 (all candidates if none is),
-take those within ``tie_tol`` of the smallest |sensitivity - 0.5|; among these pick the
-highest 10-NN accuracy on the in-distribution test set when labels are given (it also
-correlates with OOD AUROC; it differs between candidates only when they use different
-embeddings), otherwise the closest to 0.5, the earlier candidate winning exact ties.
-The same sens/reference split is used for every candidate.
+:func:`tune` applies that rule to settings of **one scorer kind** (its parameters, or
+the same kind on several embeddings of the same images, e.g. runs with different
+lambda / negative sets). Different kinds score on different scales of "seen vs unseen"
+(a 1-NN distance memorises more than a Mahalanobis distance, whatever their OOD
+performance), and neither the thesis nor our benchmark shows that the score ranks
+kinds, so mixed kinds are refused. Every candidate is scored on the same sens / test
+rows, so their AUROCs are compared paired: DeLong et al. (1988) give the covariance of
+correlated AUROCs, hence a 95% interval for each and for its difference to the best;
+candidates whose difference to the best is not significant are reported as tied.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import time
 from typing import Any, Mapping
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import norm, rankdata
 
 from curate.errors import CurateError
 from curate.novelty._base import check_labels, check_matrix, l2_normalize
@@ -38,28 +48,50 @@ def split_sens(n: int, n_sens: int, random_state: int | None = 0) -> tuple[np.nd
     return np.sort(perm[:n_sens]), np.sort(perm[n_sens:])
 
 
-def sensitivity(scorer, X_train, X_test_in, *, y_train=None, n_sens: int = 1000,
-                random_state: int | None = 0) -> float:
-    """AUROC(held-out training rows vs in-distribution test rows), test = positive.
+def delong(neg, pos) -> tuple[np.ndarray, np.ndarray]:
+    """AUROCs of C scorers on the same samples and their DeLong covariance.
 
-    ``scorer``: an (unfitted) scorer instance used as a template (a fresh copy with the
-    same parameters is fitted) or a registry name.
+    ``neg``: (C, n) or (n,) scores of the negatives (sens rows), ``pos``: (C, m) or (m,)
+    of the positives (test rows); higher = more positive. Returns (auc float[C],
+    cov float[C, C]). Cost O(C (n + m) log(n + m)) (midranks, Sun & Xu 2014).
     """
+    neg, pos = np.atleast_2d(np.asarray(neg, float)), np.atleast_2d(np.asarray(pos, float))
+    n, m = neg.shape[1], pos.shape[1]
+    if n < 2 or m < 2 or len(neg) != len(pos):
+        raise CurateError(f"AUROC needs >= 2 rows per class and one row per scorer, got {n}/{m}")
+    both = np.concatenate([pos, neg], axis=1)
+    r_all = rankdata(both, axis=1)
+    r_pos, r_neg = rankdata(pos, axis=1), rankdata(neg, axis=1)
+    v10 = (r_all[:, :m] - r_pos) / n          # per positive: share of negatives below it
+    v01 = 1.0 - (r_all[:, m:] - r_neg) / m    # per negative: share of positives above it
+    auc = v10.mean(axis=1)
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return auc, cov
+
+
+def sensitivity_scores(scorer, X_train, X_test_in, *, y_train=None, n_sens: int = 1000,
+                       random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(scores of the sens rows, scores of the test rows) by ``scorer`` fitted on the
+    reference rows (see module doc). ``scorer``: an unfitted scorer used as a template
+    (a fresh copy is fitted) or a registry name. Cost: one fit on n - n_sens rows and
+    scoring of n_sens + n_test rows."""
     from curate.novelty import make_scorer
 
     Xtr = check_matrix(X_train, "X_train")
     Xte = check_matrix(X_test_in, "X_test_in", Xtr.shape[1])
-    if isinstance(scorer, str):
-        fresh = make_scorer(scorer)
-    else:
-        fresh = type(scorer)(**scorer.get_params())
+    fresh = make_scorer(scorer) if isinstance(scorer, str) else type(scorer)(**scorer.get_params())
     sens, ref = split_sens(len(Xtr), min(int(n_sens), len(Xtr) - 1), random_state)
     y_ref = None if y_train is None else check_labels(y_train, len(Xtr), "y_train")[ref]
     fresh.fit(Xtr[ref], y_ref)
-    s_sens = fresh.score_samples(Xtr[sens])
-    s_test = fresh.score_samples(Xte)
-    labels = np.r_[np.zeros(len(s_sens)), np.ones(len(s_test))]
-    return float(roc_auc_score(labels, np.r_[s_sens, s_test]))
+    return fresh.score_samples(Xtr[sens]), fresh.score_samples(Xte)
+
+
+def sensitivity(scorer, X_train, X_test_in, *, y_train=None, n_sens: int = 1000,
+                random_state: int | None = 0) -> float:
+    """AUROC(sens rows vs test rows), test = positive (module doc)."""
+    s_sens, s_test = sensitivity_scores(scorer, X_train, X_test_in, y_train=y_train,
+                                        n_sens=n_sens, random_state=random_state)
+    return float(delong(s_sens, s_test)[0][0])
 
 
 def knn_accuracy(X_train, y_train, X_test, y_test, k: int = 10) -> float:
@@ -84,71 +116,120 @@ def _as_dict(X, name) -> dict[str, np.ndarray]:
     return {"default": check_matrix(X, name)}
 
 
-def tune(X_train, X_test_in, candidates: list[dict[str, Any]], *, y_train=None, y_test=None,
-         n_sens: int = 1000, tie_tol: float = 0.01, knn_k: int = 10,
-         random_state: int | None = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Pick a scorer and settings from in-distribution data only (see module doc).
+def check_one_kind(candidates: list[dict[str, Any]]) -> str:
+    """The scorer kind shared by all candidates; a CurateError saying why otherwise."""
+    kinds = list(dict.fromkeys(str(c.get("scorer")) for c in candidates))
+    if len(kinds) > 1:
+        raise CurateError(
+            f"candidates mix scorer kinds ({', '.join(kinds)}): the sensitivity score ranks "
+            "settings of one scorer (tau, k, an encoder's lambda or negative set; thesis 003), "
+            "not kinds, which differ in how much they react to seen vs unseen images whatever "
+            "their OOD quality; tune each kind on its own")
+    return kinds[0]
 
-    ``X_train``/``X_test_in``: arrays, or mappings embedding name -> array (same rows
-    embedded differently). ``candidates``: dicts ``{"scorer": name, **params}`` with an
-    optional ``"embedding"`` key naming one of the mappings' entries.
-    Returns (chosen candidate dict, table): one row per candidate with ``candidate``,
-    ``scorer``, ``params``, ``embedding``, ``sensitivity``, ``knn_accuracy``,
-    ``seconds``, ``error`` and ``selected``.
+
+def tune(X_train, X_test_in, candidates: list[dict[str, Any]], *, y_train=None, y_test=None,
+         n_sens: int = 1000, knn_k: int = 10, level: float = 0.95,
+         random_state: int | None = 0) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
+    """Pick the candidate with the highest sensitivity (module doc).
+
+    ``X_train`` (encoder's training images) / ``X_test_in`` (never seen): arrays, or
+    mappings embedding name -> array with the *same rows* embedded differently.
+    ``candidates``: dicts ``{"scorer": kind, **params}`` of one kind, with an optional
+    ``"embedding"`` key (default: the first mapping entry). One sens/reference split
+    (``n_sens`` rows, ``random_state``) serves every candidate.
+    Returns (chosen candidate, table, decision). Table rows: ``candidate``, ``scorer``,
+    ``params``, ``embedding``, ``sensitivity``, ``ci`` (DeLong, ``level``),
+    ``diff_to_best``, ``diff_ci``, ``tied_with_best``, ``knn_accuracy`` (labels given),
+    ``seconds``, ``error``, ``selected``. ``decision``: ``rule``, ``best``, ``decisive``
+    (the runner-up is significantly lower), ``above_chance`` (the best's interval lies
+    above 0.5), ``tied`` (candidate numbers), ``level``, ``n_sens``, ``n_test``.
+    Cost: per candidate one fit on the reference and scoring of n_sens + n_test rows.
     """
     from curate.novelty import make_scorer
 
     if not candidates:
         raise CurateError("tune needs at least one candidate")
+    check_one_kind(candidates)
     tr, te = _as_dict(X_train, "X_train"), _as_dict(X_test_in, "X_test_in")
     if set(tr) != set(te):
         raise CurateError("X_train and X_test_in must name the same embeddings")
+    n_tr = {len(v) for v in tr.values()}
+    if len(n_tr) > 1 or len({len(v) for v in te.values()}) > 1:
+        raise CurateError("every embedding must hold the same training and test rows")
+    n_sens = min(int(n_sens), n_tr.pop() - 1)
     labelled = y_train is not None and y_test is not None
-    acc_cache: dict[str, float] = {}
-    rows: list[dict[str, Any]] = []
+    acc: dict[str, float] = {}
+    rows, scores = [], {}
     for i, cand in enumerate(candidates):
         cand = dict(cand)
-        if "scorer" not in cand:
-            raise CurateError(f"candidate {i} has no 'scorer' key")
         name = cand.pop("scorer")
         emb = str(cand.pop("embedding", next(iter(tr))))
         if emb not in tr:
             raise CurateError(f"candidate {i}: unknown embedding {emb!r}; have {', '.join(tr)}")
         row: dict[str, Any] = {"candidate": i, "scorer": name, "params": cand, "embedding": emb,
-                               "sensitivity": None, "knn_accuracy": None, "seconds": None,
-                               "error": None, "selected": False}
+                               "sensitivity": None, "ci": None, "diff_to_best": None,
+                               "diff_ci": None, "tied_with_best": False, "knn_accuracy": None,
+                               "seconds": None, "error": None, "selected": False}
         t0 = time.perf_counter()
         try:
-            row["sensitivity"] = sensitivity(make_scorer(name, **cand), tr[emb], te[emb],
-                                             y_train=y_train, n_sens=n_sens,
-                                             random_state=random_state)
+            scores[i] = sensitivity_scores(make_scorer(name, **cand), tr[emb], te[emb],
+                                           y_train=y_train, n_sens=n_sens,
+                                           random_state=random_state)
         except CurateError as exc:
             row["error"] = str(exc)
         row["seconds"] = time.perf_counter() - t0
         if labelled:
-            if emb not in acc_cache:
-                acc_cache[emb] = knn_accuracy(tr[emb], y_train, te[emb], y_test, knn_k)
-            row["knn_accuracy"] = acc_cache[emb]
+            if emb not in acc:
+                acc[emb] = knn_accuracy(tr[emb], y_train, te[emb], y_test, knn_k)
+            row["knn_accuracy"] = acc[emb]
         rows.append(row)
-    best = select_row(rows, labelled=labelled, tie_tol=tie_tol)
-    best["selected"] = True
+    decision = compare(rows, scores, level=level)
+    best = rows[decision["best"]]
     chosen = {"scorer": best["scorer"], **best["params"]}
     if len(tr) > 1 or "embedding" in candidates[best["candidate"]]:
         chosen["embedding"] = best["embedding"]
-    return chosen, rows
+    return chosen, rows, decision
 
 
-def select_row(rows: list[dict[str, Any]], *, labelled: bool, tie_tol: float = 0.01) -> dict[str, Any]:
-    """The row chosen by the rule in the module doc (rows need ``sensitivity``,
-    ``candidate`` and, when ``labelled``, ``knn_accuracy``)."""
+def compare(rows: list[dict[str, Any]], scores: dict[int, tuple[np.ndarray, np.ndarray]],
+            level: float = 0.95) -> dict[str, Any]:
+    """Fill ``rows`` (see :func:`tune`) from ``scores`` (candidate -> (sens, test)
+    scores on shared rows): AUROC with DeLong intervals, paired differences to the
+    maximum; mark the maximum ``selected`` and return the decision dict."""
+    valid = [r for r in rows if r["candidate"] in scores]
+    if not valid:
+        err = next((r.get("error") for r in rows if r.get("error")), "none")
+        raise CurateError(f"no candidate could be evaluated; first error: {err}")
+    idx = [r["candidate"] for r in valid]
+    auc, cov = delong([scores[i][0] for i in idx], [scores[i][1] for i in idx])
+    z = float(norm.ppf(0.5 + level / 2))
+    for j, r in enumerate(valid):
+        se = float(np.sqrt(max(cov[j, j], 0.0)))
+        r["sensitivity"] = float(auc[j])
+        r["ci"] = [float(auc[j] - z * se), float(auc[j] + z * se)]
+    b = valid.index(select_row(valid))
+    tied = []
+    for j, r in enumerate(valid):
+        d = float(auc[b] - auc[j])
+        sd = float(np.sqrt(max(cov[b, b] + cov[j, j] - 2 * cov[b, j], 0.0)))
+        r["diff_to_best"], r["diff_ci"] = d, [d - z * sd, d + z * sd]
+        r["tied_with_best"] = j != b and d - z * sd <= 0.0
+        if r["tied_with_best"]:
+            tied.append(r["candidate"])
+    best = valid[b]
+    best["selected"] = True
+    return {"rule": "maximum sensitivity (thesis 003)", "best": best["candidate"],
+            "decisive": not tied, "tied": tied, "above_chance": best["ci"][0] > 0.5,
+            "level": level, "n_sens": int(len(scores[best["candidate"]][0])),
+            "n_test": int(len(scores[best["candidate"]][1]))}
+
+
+def select_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the highest ``sensitivity`` (the earlier ``candidate`` on exact ties);
+    rows without one are skipped; a CurateError (with the first error) when none has one."""
     valid = [r for r in rows if r.get("sensitivity") is not None]
     if not valid:
         err = next((r.get("error") for r in rows if r.get("error")), "none")
         raise CurateError(f"no candidate could be evaluated; first error: {err}")
-    pool = [r for r in valid if r["sensitivity"] >= 0.5] or valid
-    gap = min(abs(r["sensitivity"] - 0.5) for r in pool)
-    tied = [r for r in pool if abs(r["sensitivity"] - 0.5) <= gap + tie_tol]
-    if labelled:
-        return max(tied, key=lambda r: (r["knn_accuracy"], -abs(r["sensitivity"] - 0.5),
-                                        -r["candidate"]))
-    return min(tied, key=lambda r: (abs(r["sensitivity"] - 0.5), r["candidate"]))
+    return max(valid, key=lambda r: (r["sensitivity"], -r["candidate"]))

@@ -11,7 +11,8 @@ from curate.trainers.run import load_methods, train
 
 load_methods()
 FAST = dict(backbone="small-cnn", image_size=16, channels=1, num_workers=0, progress=False,
-            devices=1, accelerator="cpu", checkpoint_every=0)
+            devices=1, accelerator="cpu", checkpoint_every=0,
+            holdout_fraction=0.0)  # counts below assume every image trains
 
 
 def labelled_folder(root, n_per_class=(8, 8, 8)):

@@ -15,7 +15,8 @@ from curate.trainers.run import load_methods, train
 
 load_methods()
 FAST = dict(backbone="small-cnn", image_size=16, channels=1, num_workers=0, progress=False,
-            devices=1, accelerator="cpu", checkpoint_every=0)
+            devices=1, accelerator="cpu", checkpoint_every=0,
+            holdout_fraction=0.0)  # counts below assume every image trains
 
 
 def class_images(n_per_class=(8, 8, 8), seed=0):
@@ -206,7 +207,7 @@ def test_cli_train_metric_methods_embed_and_plot(tmp_path, monkeypatch):
     runner.invoke(main, ["init", str(ws)], catch_exceptions=False)
     run("ingest", labelled_folder(tmp_path / "imgs", (6, 6, 6)), "--labels", "folders")
     fast = ["--image-size", 16, "--workers", 0, "--accelerator", "cpu", "--devices", 1,
-            "--checkpoint-every", 0, "--json"]
+            "--checkpoint-every", 0, "--holdout-fraction", 0, "--json"]  # 6 per class: keep all
     js = json.loads(run("train", "--method", "ncl", "--vmf", "--with-ce", "--distance", "cosine",
                         "--embedding-dim", 4, "--epochs", 1, "--batch-size", 6, "--name", "n",
                         *fast).stdout)

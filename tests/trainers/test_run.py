@@ -22,7 +22,7 @@ from curate.workspace import init_workspace
 load_methods()
 quiet_lightning()
 FAST = dict(image_size=16, batch_size=4, num_workers=0, progress=False, devices=1,
-            accelerator="cpu")
+            accelerator="cpu", holdout_fraction=0.0)  # step counts below: all 24 images train
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ class Dump(Callback):
 ws = find_workspace(sys.argv[1])
 train(ws.open_index(), ws, "moco", name="ddp", epochs=1, batch_size=4, image_size=16,
       num_workers=0, progress=False, accelerator="cpu", devices=2, strategy="ddp",
-      queue_size=16, callbacks=[Dump()])
+      queue_size=16, holdout_fraction=0.0, callbacks=[Dump()])
 """
 
 
