@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import PIL.Image
 import torch
 from sqlalchemy import select
 
@@ -74,8 +75,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             img = load_image(self.records[i].path, self.channels)
-        except (OSError, ValueError, SyntaxError):
-            return i, None
+        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError):
+            return i, None  # incl. a file replaced by a decompression bomb since ingest
         return i, self.transform(img)
 
 

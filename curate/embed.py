@@ -20,9 +20,11 @@ from sqlalchemy import select, update
 
 from curate.data import ImageDataset, collate_skip_missing, list_images
 from curate.db.models import EmbeddingSet, Image, Model
-from curate.embeddings import DTYPES, append_shard, embedded_ids, safe_name
+from curate.embeddings import (DTYPES, append_shard, drop_damaged_shards, embedded_ids,
+                               relative_set_path, safe_name, set_folder)
 from curate.encoders import ENCODERS, load_trained_encoders
 from curate.errors import CurateError
+from curate.locks import db_lock, file_lock
 from curate.provenance import versions
 
 
@@ -35,6 +37,7 @@ class EmbedReport:
     embedded: int = 0
     already: int = 0
     missing_files: list[str] = field(default_factory=list)
+    damaged_shards: list[str] = field(default_factory=list)
     seconds: float = 0.0
     device: str = "cpu"
 
@@ -79,6 +82,7 @@ def _model_row(s, ws, encoder: str | None, weights: str | None, model: str | Non
         raise CurateError(f"weights file not found: {weights}")
     sha = sha256_file(wpath) if wpath else None
     name = f"{encoder}-{sha[:12]}" if sha else f"{encoder}-{image_size or 'default'}"
+    db_lock(s, "embed-setup")  # two embeds at once create the model row once
     row = s.scalar(select(Model).where(Model.name == name))
     if row is None:
         row = Model(name=name, encoder=encoder, weights_path=str(wpath) if wpath else None,
@@ -95,17 +99,18 @@ def _build_encoder(row: Model, ws, image_size: int | None, records, loader_kw):
     state_file = ws.models_dir / f"{safe_name(row.name)}.npz"
     enc = ENCODERS.get(row.encoder)(
         weights=Path(row.weights_path) if row.weights_path else None, image_size=size, **params)
-    if enc.needs_fit:
-        if state_file.exists():
-            with np.load(state_file) as z:
-                enc.set_state(dict(z))
-        else:
-            ds = ImageDataset(records, enc.transform, enc.channels)
-            loader = torch.utils.data.DataLoader(ds, collate_fn=collate_skip_missing, **loader_kw)
-            enc.fit(b for _, b, _ in loader if b is not None)
-            tmp = state_file.with_suffix(".tmp.npz")
-            np.savez(tmp, **enc.get_state())
-            os.replace(tmp, state_file)
+    if enc.needs_fit:  # fitted once: a concurrent embed waits for the fit, then loads it
+        with file_lock(state_file.with_suffix(".lock")):
+            if state_file.exists():
+                with np.load(state_file, allow_pickle=False) as z:
+                    enc.set_state(dict(z))
+            else:
+                ds = ImageDataset(records, enc.transform, enc.channels)
+                loader = torch.utils.data.DataLoader(ds, collate_fn=collate_skip_missing, **loader_kw)
+                enc.fit(b for _, b, _ in loader if b is not None)
+                tmp = state_file.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, **enc.get_state())
+                os.replace(tmp, state_file)
     return enc
 
 
@@ -120,8 +125,10 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
     """
     if dtype not in DTYPES:
         raise CurateError(f"unknown dtype {dtype!r}; use float32 or float16")
-    if image_size is not None and image_size < 8:
-        raise CurateError(f"--image-size {image_size} is too small (minimum 8)")
+    if image_size is not None and not 8 <= image_size <= 1024:
+        raise CurateError(f"--image-size {image_size} is out of range (8-1024)")
+    if batch_size < 1 or shard_size < 1:
+        raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
     load_trained_encoders()
     dev = resolve_device(device)
     with index.session() as s:
@@ -139,20 +146,23 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
         enc = _build_encoder(s.get(Model, model_id), ws, image_size, records, loader_kw)
     set_name = f"{model_name}@{enc.image_size}"
     with index.session() as s:
+        db_lock(s, "embed-setup")  # two embeds at once create the set once
         es = s.scalar(select(EmbeddingSet).where(EmbeddingSet.name == set_name))
         if es is None:
             es = EmbeddingSet(name=set_name, model_id=model_id, dim=enc.dim, dtype=dtype, count=0,
-                              path=str(ws.embeddings_dir / safe_name(set_name)),
+                              path=relative_set_path(set_name),
                               params=enc.params(), versions=versions())
             s.add(es)
             s.flush()
         elif es.dtype != dtype:
             raise CurateError(f"embedding set {set_name} stores {es.dtype}; rerun with --dtype {es.dtype}")
+        folder = set_folder(ws.data_dir, es)
+        damaged = drop_damaged_shards(s, es, folder)  # their images are embedded again below
         done = embedded_ids(s, es)
         set_id = es.id
     todo = [r for r in records if r.id not in done]
     report = EmbedReport(set_name, model_name, enc.dim, dtype, already=len(records) - len(todo),
-                         device=str(dev))
+                         device=str(dev), damaged_shards=damaged)
     if not todo:
         return report
     enc.to(dev)
@@ -165,8 +175,10 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
         if not buf_ids:
             return
         with index.session() as s:
-            append_shard(s, s.get(EmbeddingSet, set_id), np.concatenate(buf_ids),
-                         np.concatenate(buf_x))
+            ids = np.concatenate(buf_ids)
+            added = append_shard(s, s.get(EmbeddingSet, set_id), ids, np.concatenate(buf_x), folder)
+        report.embedded -= len(ids) - added  # another embed stored these meanwhile
+        report.already += len(ids) - added
         buf_ids.clear()
         buf_x.clear()
 

@@ -4,21 +4,34 @@
 images for models. Conversions: 16/32-bit integer -> 8-bit by scaling the full
 range (``I;16`` / 257), float -> clipped [0, 1] * 255, palette and LA/RGBA/PA ->
 alpha-composited on black, CMYK/YCbCr/LAB/HSV -> RGB via Pillow.
+
+Safety: only regular files are read (a FIFO or ``/dev/zero`` is rejected, never read),
+files larger than ``max_bytes`` are rejected before decoding, and Pillow may only use
+the decoders in ``FORMATS`` (so a PostScript file named ``.jpg`` never starts
+Ghostscript). EXIF orientation is applied (``ImageOps.exif_transpose``): the size
+ingest records and the pixels ``load_image`` returns are both upright.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SUPPORTED_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "La", "CMYK", "YCbCr",
                    "LAB", "HSV", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+# Pillow decoders curate may use: the formats behind EXTENSIONS (JPEG covers MPO too)
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x its warning level)
+DEFAULT_MAX_BYTES = 1 << 30       # larger files are rejected unread (1 GiB)
+_ROTATED = {5, 6, 7, 8}           # EXIF orientations that swap width and height
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -32,25 +45,83 @@ class ImageInfo:
     height: int | None = None
     mode: str | None = None
     reason: str | None = None
+    sha256: str | None = None   # of the bytes read (None when the file could not be read)
+    bytes: int | None = None
 
 
-def inspect_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """Fully decode ``path`` once and report ok or the reason it is rejected.
+def open_regular(path: Path | str, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Open ``path`` for binary reading if it is a regular file of at most ``max_bytes``.
 
-    Cost: one full decode. Never raises for a bad file.
+    Never blocks (a FIFO is opened non-blocking and refused); raises OSError with a
+    short message otherwise.
     """
-    path = Path(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        size = path.stat().st_size
-    except OSError as e:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"not a regular file ({_kind(st.st_mode)})")
+        if st.st_size > max_bytes:
+            raise OSError(f"file too large: {st.st_size} bytes exceeds {max_bytes}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    try:
+        rotated = im.getexif().get(0x0112) in _ROTATED
+    except Exception:  # noqa: BLE001 - a broken EXIF block leaves the size as stored
+        rotated = False
+    return (im.height, im.width) if rotated else (im.width, im.height)
+
+
+def inspect_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> ImageInfo:
+    """Read ``path`` once: hash its bytes and decode it fully, reporting ok or the reason
+    it is rejected. Width and height are after EXIF orientation.
+
+    Cost: one read plus one full decode. Never raises for a bad file.
+    """
+    try:
+        f = open_regular(path, max_bytes)
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         return ImageInfo("rejected", reason=f"cannot read file: {e.strerror or e}")
+    with f:
+        h, size = hashlib.sha256(), 0
+        try:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    return ImageInfo("rejected", reason=f"file too large: exceeds {max_bytes} bytes")
+            f.seek(0)
+        except OSError as e:
+            return ImageInfo("rejected", reason=f"cannot read file: {e.strerror or e}")
+        info = _decode(f, max_pixels, size)
+    info.sha256, info.bytes = h.hexdigest(), size
+    return info
+
+
+def _decode(f, max_pixels: int, size: int) -> ImageInfo:
     if size == 0:
         return ImageInfo("rejected", reason="zero-byte file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                w, h, mode = im.width, im.height, im.mode
+            with Image.open(f, formats=FORMATS) as im:
+                mode = im.mode
+                w, h = _oriented_size(im)
                 if w * h > max_pixels:
                     return ImageInfo("rejected", w, h, mode,
                                      f"decompression bomb: {w}x{h} exceeds {max_pixels} pixels")
@@ -60,12 +131,15 @@ def inspect_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     except Image.DecompressionBombError as e:
         return ImageInfo("rejected", reason=f"decompression bomb: {e}")
     except UnidentifiedImageError:
-        return ImageInfo("rejected", reason="not an image (Pillow cannot identify it)")
+        return ImageInfo("rejected", reason="not an image in a supported format "
+                                            f"({', '.join(FORMATS)}; Pillow cannot identify it as one)")
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in msg.lower():
             return ImageInfo("rejected", reason=f"truncated image: {msg}")
         return ImageInfo("rejected", reason=f"corrupt image: {msg}")
+    except Exception as e:  # noqa: BLE001 - decoders raise anything on hostile bytes
+        return ImageInfo("rejected", reason=f"corrupt image: {type(e).__name__}: {str(e)[:200]}")
     if w == 0 or h == 0:
         return ImageInfo("rejected", w, h, mode, "empty image (0 pixels)")
     return ImageInfo("ok", w, h, mode)
@@ -100,12 +174,13 @@ def to_8bit(im: Image.Image) -> Image.Image:
 def load_image(path: Path | str, channels: int = 3) -> Image.Image:
     """Load ``path`` as an RGB (``channels=3``) or L (``channels=1``) image.
 
-    Multi-frame files (GIF, TIFF) give their first frame. Raises OSError for a
-    file that vanished or broke after ingest.
+    Multi-frame files (GIF, TIFF) give their first frame; EXIF orientation is applied.
+    Raises OSError for a file that vanished, broke or stopped being a regular file
+    (or a supported format) after ingest.
     """
-    with Image.open(path) as im:
+    with open_regular(path) as f, Image.open(f, formats=FORMATS) as im:
         im.seek(0)
         im.load()
-        im = to_8bit(im)
+        im = to_8bit(ImageOps.exif_transpose(im))
     target = "RGB" if channels == 3 else "L"
     return im if im.mode == target else im.convert(target)

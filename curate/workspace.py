@@ -59,11 +59,45 @@ class Workspace:
     def setting(self, section: str, key: str, default: Any = None) -> Any:
         return self.config.get(section, {}).get(key, default)
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The index file when the index is SQLite, else None."""
+        url = self.db_url
+        return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
     def open_index(self):
+        """Open (and migrate) the index; ``index.data_dir`` is this workspace's data folder,
+        against which embedding-set folders are resolved."""
+        from sqlalchemy.exc import DatabaseError
+
         from curate.db.index import open_index
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        return open_index(self.db_url)
+        try:
+            index = open_index(self.db_url)
+        except DatabaseError as e:
+            raise damaged_index_error(e, self.sqlite_path) or e
+        except CurateError as e:
+            raise damaged_index_error(e, self.sqlite_path) or e
+        index.data_dir = self.data_dir.resolve()
+        return index
+
+
+_DAMAGED = ("database disk image is malformed", "file is not a database")
+
+
+def damaged_index_error(exc: BaseException, path: Path | None) -> CurateError | None:
+    """A one-line CurateError for a damaged SQLite index file (``exc`` says so), else None.
+
+    The file is never touched; the message says how to restore it."""
+    msg = str(getattr(exc, "orig", None) or exc)
+    if not any(d in msg for d in _DAMAGED):
+        return None
+    where = path or "the index database"
+    return CurateError(f"index database {where} is damaged ({next(d for d in _DAMAGED if d in msg)}); "
+                       f"curate left it untouched: restore it from a backup (`curate backup FILE` "
+                       f"makes one) by copying the backup over {where}, or move it aside and "
+                       "re-run ingest and embed to rebuild the index")
 
 
 def _load(root: Path, db: str | None) -> Workspace:

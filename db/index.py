@@ -7,6 +7,7 @@ a database newer than this code is refused rather than touched.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -98,13 +99,43 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(cfg, "head")
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(url: str) -> None:
+    """Refuse an existing SQLite index that is empty or not SQLite at all, untouched.
+
+    curate's index is never 0 bytes once created (switching to WAL writes page 1), so an
+    empty file is a damaged or truncated index, not a new one; a new workspace has no file.
+    """
+    from sqlalchemy.engine import make_url
+
+    db = make_url(url).database
+    if not db or db == ":memory:" or db.startswith("file:") or not os.path.isfile(db):
+        return
+    try:
+        with open(db, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return  # unreadable: SQLite says why
+    restore = "restore it from a backup, or move it away to start a new, empty index; curate did not touch it"
+    if not head:
+        if os.path.exists(db + "-wal") and os.path.getsize(db + "-wal") > 0:
+            return  # everything may still be in the write-ahead log: SQLite recovers it
+        raise CurateError(f"index database {db} is empty (0 bytes), so it may be a damaged index: {restore}")
+    if head != SQLITE_HEADER:
+        raise CurateError(f"index database {db} is not a SQLite database (damaged or overwritten): {restore}")
+
+
 def open_index(url: str, *, migrate: bool = True) -> Index:
     """Open the index at a SQLAlchemy ``url`` and apply pending migrations.
 
-    Raises :class:`ServiceError` (one line, exit 4) when the server is unreachable.
+    Raises :class:`ServiceError` (one line, exit 4) when the server is unreachable and
+    :class:`CurateError` for an existing SQLite file that is empty or not SQLite.
     """
     try:
         if url.startswith("sqlite"):
+            _check_sqlite_file(url)
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +37,46 @@ class Credentials:
 
     def __repr__(self) -> str:  # never show the key
         return f"Credentials(url={self.url!r}, api_key=<hidden>)"
+
+
+_SECRETS: set[str] = set()  # keys seen by credentials(): redacted from every message
+_PATTERNS = [
+    (re.compile(r"(?i)\b(token|bearer|basic)(\s+|=|:\s*)[A-Za-z0-9._~+/=-]{6,}"), r"\1\2***"),
+    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"',}\s]+(\s+[^\"',}\s]+)?"), r"\1***"),
+    (re.compile(r"(?i)([?&](?:token|api_key|apikey|key|access_token|refresh)=)[^&\s]+"), r"\1***"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@"), r"\1***@"),
+]
+
+
+def redact(text: Any) -> str:
+    """``text`` with credentials removed: every API key seen, ``Token``/``Bearer``/
+    ``Authorization`` values, ``token=``-style query values and URL user parts."""
+    s = str(text)
+    for secret in _SECRETS:
+        s = s.replace(secret, "***")
+    for pat, sub in _PATTERNS:
+        s = pat.sub(sub, s)
+    return s
+
+
+def _check_url(url: str) -> str:
+    """The URL without a trailing slash, or a one-line CurateError when it cannot be parsed."""
+    shown = redact(url)
+    if not url.startswith(("http://", "https://")):
+        raise CurateError(f"Label Studio URL must start with http:// or https://, got {shown!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as e:
+        raise CurateError(f"bad Label Studio URL {shown!r}: {redact(e)}") from None
+    if not parts.hostname:
+        raise CurateError(f"bad Label Studio URL {shown!r}: no host name")
+    if parts.password:
+        _SECRETS.add(parts.password)
+    if parts.username:
+        _SECRETS.add(parts.username)
+    return url.rstrip("/")
 
 
 def _check_private(path: Path) -> None:
@@ -70,20 +112,20 @@ def credentials(workspace=None, url: str | None = None) -> Credentials:
     if not key:
         raise CurateError("no Label Studio API key: set LABEL_STUDIO_API_KEY (or [labelstudio] "
                           "api_key_file in curate.toml, a file only you can read)")
-    if not url.startswith(("http://", "https://")):
-        raise CurateError(f"Label Studio URL must start with http:// or https://, got {url!r}")
-    return Credentials(url=url.rstrip("/"), api_key=key.strip())
+    if len(key.strip()) >= 4:
+        _SECRETS.add(key.strip())
+    return Credentials(url=_check_url(url), api_key=key.strip())
 
 
 def base_url(client) -> str:
     try:
-        return client._client_wrapper.get_base_url()
+        return redact(client._client_wrapper.get_base_url())
     except AttributeError:
         return "Label Studio"
 
 
 def _one_line(text: Any, limit: int = 200) -> str:
-    s = " ".join(str(text).split())
+    s = " ".join(redact(text).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
@@ -92,9 +134,12 @@ def service(url: str, action: str) -> Iterator[None]:
     """Turn SDK/httpx failures inside the block into one-line :class:`ServiceError`s."""
     from label_studio_sdk.core.api_error import ApiError
 
+    url = redact(url)
     try:
         yield
-    except CurateError:
+    except CurateError as e:
+        if redact(e) != str(e):
+            raise type(e)(redact(e), e.exit_code) from None
         raise
     except ApiError as e:
         code = e.status_code

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from curate.db.models import Image, Label, LabelStudioTask, Score, Scorer, SelectionItem
 from curate.errors import CurateError, ServiceError
-from curate.export import resolve_selection
+from curate.export import drop_missing, resolve_selection
 from curate.integrations.labelstudio_client import base_url, find_project, service
 from curate.integrations.labelstudio_config import (ConfigInfo, classification_config,
                                                     missing_classes, parse_config)
@@ -51,6 +51,7 @@ class PushReport:
     predictions: int = 0
     recovered: int = 0   # tasks found on the server that the index had not recorded
     stale: int = 0       # records dropped: their task is gone from the project
+    missing: list[str] = field(default_factory=list)  # files gone since ingest: not pushed
     storages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     server_env: dict[str, str] = field(default_factory=dict)
@@ -254,13 +255,20 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
             if scorer is None:
                 names = ", ".join(s.scalars(select(Scorer.name))) or "none yet"
                 raise CurateError(f"unknown scorer {predictions!r} (known: {names})")
+    items, gone = drop_missing(index, items, when="push")
+    if gone:
+        warnings.append(f"skipped {len(gone)} image(s) whose file is gone since ingest (now "
+                        f"marked rejected): {', '.join(gone[:5])}" + (" ..." if len(gone) > 5 else ""))
+    if not items:
+        raise CurateError(f"every image of selection {sel.id} is missing on disk; nothing to push")
     paths = [p for _, _, p in items]
     make_url, mode = image_url_builder(image_url_mode, paths, document_root, image_base_url)
     urls = {i: make_url(p) for i, _, p in items}  # fails early on a path outside the root
     pid, title, created, info, n_server = _ensure_project(client, project, classes, explicit,
                                                           label_config, warnings)
     report = PushReport(project_id=pid, project_title=title, project_created=created,
-                        selection_id=sel.id, selected=len(items), already_pushed=0, warnings=warnings)
+                        selection_id=sel.id, selected=len(items) + len(gone), already_pushed=0,
+                        warnings=warnings, missing=gone)
     if mode == "local-files":
         root = Path(document_root).expanduser().resolve()
         report.server_env = {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",

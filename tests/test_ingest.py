@@ -61,9 +61,11 @@ def test_bad_files_are_rejected_and_the_batch_continues(index, tmp_path):
     with index.session() as s:
         paths = set(s.scalars(select(Image.path).where(Image.status == "ok")))
     assert str(d / "ünï cødé name.png") in paths and str(d / "sub dir" / "spaced file.bmp") in paths
-    # rejected files are recorded with their reason, and a rerun adds nothing
+    # rejected files are recorded with their reason; a rerun adds nothing and re-checks them
     assert counts(index) == {"ok": 5, "rejected": 3}
-    assert ingest(index, [d]).already == 8
+    rep2 = ingest(index, [d])
+    assert (rep2.already, rep2.added, len(rep2.rejected)) == (5, 0, 3)
+    assert counts(index) == {"ok": 5, "rejected": 3}
 
 
 def test_symlink_loops_do_not_hang(index, tmp_path):

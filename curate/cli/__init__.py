@@ -23,6 +23,19 @@ class CurateGroup(click.Group):
         except CurateError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
+        except click.UsageError as e:  # bad option values: one line too (exit 2)
+            cmd = e.ctx.command_path if e.ctx else "curate"
+            click.echo(f"error: {e.format_message()} (see `{cmd} --help`)", err=True)
+            sys.exit(e.exit_code)
+        except Exception as e:  # a damaged SQLite index can surface in any query
+            from curate.workspace import damaged_index_error
+
+            ws = getattr(ctx.obj, "_ws", None)
+            err = damaged_index_error(e, ws.sqlite_path if ws else None)
+            if err is None:
+                raise
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; rerun the command to finish the work", err=True)
             sys.exit(130)

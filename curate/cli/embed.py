@@ -10,11 +10,11 @@ from curate.cli.context import Context, RegistryChoice, pass_ctx, progress_bar
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local weights file for the encoder.")
 @click.option("--model", help="A trained model (run name) from `curate train`.")
 @click.option("--batch", help="Embed only this ingest batch.")
-@click.option("--image-size", type=int, help="Input size in pixels (encoder default if omitted).")
+@click.option("--image-size", type=click.IntRange(8, 1024), help="Input size in pixels (encoder default if omitted).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=None, help="DataLoader workers (default: by dataset size).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (default: by dataset size).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def embed(ctx: Context, encoder, weights, model, batch, image_size, device, dtype, batch_size,

@@ -1,4 +1,4 @@
-"""``curate init [DIR]``: create a workspace."""
+"""``curate init [DIR]``: create a workspace; ``curate backup FILE``: copy its index."""
 
 import click
 
@@ -16,4 +16,20 @@ def init(ctx: Context, directory: str) -> None:
                       f"  index:  {ws.open_index().url}\n  data:   {ws.data_dir}")
 
 
-COMMANDS = [init]
+@click.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def backup(ctx: Context, file: str) -> None:
+    """Copy the SQLite index to FILE, consistent even while curate runs (PostgreSQL: pg_dump).
+
+    Restore: copy FILE over data/index.sqlite with no curate command running. Embeddings
+    and models live in the data folder: copy it too, or re-run `curate embed`.
+    """
+    from curate.backup import backup_index
+
+    dest = backup_index(ctx.workspace, file)
+    ctx.console.print(f"index backed up to {dest} (restore: copy it over "
+                      f"{ctx.workspace.sqlite_path} with no curate command running)", markup=False)
+
+
+COMMANDS = [init, backup]

@@ -57,7 +57,7 @@ def push() -> None:
 @_url_options
 @click.option("--predictions", metavar="SCORER",
               help="Send each image's novelty score from SCORER as a prediction score (sortable).")
-@click.option("--chunk-size", type=int, default=500, show_default=True, help="Tasks per import request.")
+@click.option("--chunk-size", type=click.IntRange(1, 5000), default=500, show_default=True, help="Tasks per import request.")
 @click.option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL or [labelstudio] url).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -108,7 +108,7 @@ def pull() -> None:
               show_default=True,
               help="When a Label Studio label contradicts a folder/manifest label: keep the existing "
                    "one and report (default), or let Label Studio win (the other is marked overridden).")
-@click.option("--show", type=int, default=20, show_default=True, help="Conflicts to list.")
+@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True, help="Conflicts to list.")
 @click.option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL or [labelstudio] url).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -156,6 +156,11 @@ def export(ctx: Context, selection, fmt, out, image_url_mode, document_root, ima
     if fmt == "parquet" and not out:
         raise CurateError("parquet needs --out FILE")
     sel_id, df = selection_frame(ctx.index, selection)
+    gone = df.attrs.get("missing", [])
+    for p in gone[:20]:
+        click.echo(f"skipped (file missing since ingest, now marked rejected): {p}", err=True)
+    if len(gone) > 20:
+        click.echo(f"... {len(gone) - 20} more missing files skipped", err=True)
     target = Path(out) if out else None
     if fmt == "labelstudio-json":
         from curate.integrations.labelstudio import image_url_builder

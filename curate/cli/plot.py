@@ -17,11 +17,11 @@ def plot() -> None:
 @click.option("--batch", help="Only images of this ingest batch.")
 @click.option("--color", type=click.Choice(COLOR_BY), default="label", show_default=True,
               help="Colour points by label, batch, selected or not, or novelty score.")
-@click.option("--selection", "selection_id", type=int,
+@click.option("--selection", "selection_id", type=click.IntRange(min=1),
               help="Ring the picks of this selection (default: the latest).")
 @click.option("--scorer", help="Flags/scores from this scorer (default: any / the latest).")
 @click.option("--tsne", is_flag=True, help="t-SNE instead of PCA (ignored for 2-D embeddings).")
-@click.option("--max-points", type=int, default=20000, show_default=True,
+@click.option("--max-points", type=click.IntRange(min=1), default=20000, show_default=True,
               help="Subsample larger sets (seeded).")
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG file (default: data/plots/...).")
 @click.option("--json", "as_json", is_flag=True)
