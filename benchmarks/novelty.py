@@ -230,7 +230,7 @@ def batch_checks(q, out):
     def summarise(results):
         return {"n_batches": len(results),
                 "shifted": int(sum(r["verdict"] == "shifted" for r in results)),
-                "binomial_p_median": float(np.median([r["binomial_p"] for r in results])),
+                "flag_p_median": float(np.median([r["flag_p"] for r in results])),
                 "mmd_p_median": float(np.median([r["mmd"]["p_value"] for r in results])),
                 "flagged_fraction_mean": float(np.mean([r["flagged_fraction"] for r in results])),
                 "mmd_effect_mean": float(np.mean([r["mmd"]["effect_size"] for r in results]))}
@@ -294,11 +294,11 @@ def print_tables(out):
             print(f"\n== {key} ==")
             print(json.dumps(out[key], indent=1))
     if "batch_checks" in out:
-        print("\n== batch checks (batches of 500; Bonferroni of binomial + MMD at 0.05) ==")
+        print("\n== batch checks (batches of 500; Bonferroni of beta-binomial flag test + MMD at 0.05) ==")
         for label, r in out["batch_checks"].items():
             if isinstance(r, dict):
                 print(f"{label:22s} shifted {r['shifted']}/{r['n_batches']}  flagged {r['flagged_fraction_mean']:.3f}"
-                      f"  binom p~{r['binomial_p_median']:.2g}  mmd p~{r['mmd_p_median']:.2g}"
+                      f"  flag p~{r["flag_p_median"]:.2g}  mmd p~{r['mmd_p_median']:.2g}"
                       f"  effect {r['mmd_effect_mean']:.3f}" + (f"  BH rejected {r['bh_rejected']}" if "bh_rejected" in r else ""))
         print(f"seconds per check: {out['batch_checks']['seconds_per_check']:.2f}")
 

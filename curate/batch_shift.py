@@ -5,7 +5,10 @@ Two tests on the batch's ok, embedded images, combined by Bonferroni
 
 1. flagged fraction: the batch's novelty scores against the scorer's conformal
    threshold at ``alpha`` (default: the scorer's alpha, re-calibrated from the stored
-   calibration scores otherwise); one-sided binomial test of the flag rate vs alpha.
+   calibration scores otherwise); exact one-sided beta-binomial test of the flag count
+   given the number of stored calibration scores and the threshold's rank among them
+   (:func:`curate.novelty.shift.calibrated_flag_test`). Every stored scorer keeps its
+   sorted calibration scores, so scorers fitted before this test existed work as is.
 2. MMD^2 permutation test (RBF kernel, median bandwidth) of the batch's embeddings vs
    the reference embeddings (a random subsample of at most ``max_ref`` = 10k reference
    images, minus any image of the batch itself, so the two samples never overlap).
@@ -73,8 +76,9 @@ def check_batch_shift(index, batch: str, scorer: str | None = None, alpha: float
                       store: bool = True) -> ShiftReport:
     """Check ``batch`` against a stored scorer (default the latest); store a BatchCheck.
 
-    Returns a ShiftReport: ``verdict`` plus ``result`` with the flagged fraction,
-    binomial p-value, MMD statistic/p-value/effect size, the combined per-batch p-value
+    Returns a ShiftReport: ``verdict`` plus ``result`` with the flagged fraction, the
+    flag-count p-value (``flag_p``, with ``evidence``), MMD statistic/p-value/effect
+    size, the combined per-batch p-value
     and the Benjamini-Hochberg family. Computed fully before the one write.
     """
     st = load_scorer(index, scorer)

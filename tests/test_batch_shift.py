@@ -31,7 +31,10 @@ def test_novel_batch_shifted_in_distribution_batch_not(index, fitted):
     assert ok.verdict == "no shift" and not ok.shifted
     assert bad.verdict == "shifted" and bad.shifted
     r = bad.result
-    assert r["flagged_fraction"] == 1.0 and r["expected"] == 0.1 and r["binomial_p"] < 1e-10
+    assert r["flagged_fraction"] == 1.0 and r["flag_alpha"] == 0.1 and r["flag_p"] < 1e-10
+    # 20 stored calibration scores, threshold = the 19th smallest: exact beta-binomial
+    assert (r["n_cal"], r["threshold_rank"], r["flag_test"]) == (20, 19, "beta-binomial(30, 2, 19)")
+    assert ok.result["flag_p"] > 0.025 and "with this calibration set" in ok.result["evidence"]
     assert r["mmd"]["p_value"] == pytest.approx(1 / (PERM + 1)) and r["mmd"]["effect_size"] > 0.3
     assert r["mmd"]["n_ref"] == 60 and r["mmd"]["n_batch"] == 30 and r["effect"].startswith("100.0%")
     assert ok.result["flagged_fraction"] <= 0.2 and ok.result["mmd"]["p_value"] > 0.05
@@ -53,7 +56,8 @@ def test_recheck_replaces_the_batch_in_the_family(index, fitted):
     check_batch_shift(index, "new-in", permutations=PERM)
     again = check_batch_shift(index, "new-in", permutations=PERM, alpha=0.2)
     assert again.result["bh"]["n_batches"] == 2 and again.params["alpha"] == 0.2
-    assert again.result["expected"] == 0.2  # re-calibrated at the given alpha
+    assert again.result["flag_alpha"] == 0.2  # re-calibrated at the given alpha
+    assert again.result["threshold_rank"] == 17  # floor(0.2 * 21) = 4 of 21 above it
     with index.session() as s:
         assert s.scalar(select(func.count()).select_from(BatchCheck)) == 3
 

@@ -37,15 +37,15 @@ def _shrinkage(value):
 @click.option("--embeddings", help="Embedding set (default: the latest).")
 @click.option("--reference-batch", "batches", multiple=True,
               help="Batch(es) forming the reference (repeatable; default: all ok images).")
-@click.option("--calibration-fraction", type=float, default=0.1, show_default=True,
+@click.option("--calibration-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
               help="Share of the reference held out to calibrate the threshold.")
-@click.option("--alpha", type=float, default=0.05, show_default=True,
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
               help="Target false-positive rate of the flag.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--k", type=int, help="knn: which neighbour (k-th nearest).")
-@click.option("--tau", type=float, help="cosine-weighted: temperature.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), help="knn: which neighbour (k-th nearest).")
+@click.option("--tau", type=click.FloatRange(min=0, min_open=True), help="cosine-weighted: temperature.")
 @click.option("--metric", help="centroid: l1, l2, minkowski or cosine.")
-@click.option("--p", type=float, help="centroid: Minkowski order.")
+@click.option("--p", type=click.FloatRange(min=0, min_open=True), help="centroid: Minkowski order.")
 @click.option("--shrinkage", help="mahalanobis*: ledoit-wolf, oas or a number in [0, 1].")
 @click.option("--index", "index_kind", help="knn/max-cosine: flat, ivf or hnsw.")
 @click.option("--json", "as_json", is_flag=True)
@@ -73,7 +73,7 @@ def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fracti
 @click.option("--scorer", help="Stored scorer name (default: the latest).")
 @click.option("--batch", help="Score only this ingest batch.")
 @click.option("--embeddings", help="Must be the scorer's embedding set (the default).")
-@click.option("--top", type=int, default=20, show_default=True, help="Rows to print, most novel first.")
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="Rows to print, most novel first.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write all scores to FILE.csv|.parquet|.json.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -98,11 +98,11 @@ def score(ctx: Context, scorer, batch, embeddings, top, out, as_json) -> None:
 @click.command("check-batch")
 @click.option("--batch", required=True, help="The ingest batch to check.")
 @click.option("--scorer", help="Stored scorer name (default: the latest).")
-@click.option("--alpha", type=float, help="Significance / flag level (default: the scorer's alpha).")
-@click.option("--permutations", type=int, default=1000, show_default=True, help="MMD permutations.")
-@click.option("--max-ref", type=int, default=10_000, show_default=True,
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Significance / flag level (default: the scorer's alpha).")
+@click.option("--permutations", type=click.IntRange(min=1), default=1000, show_default=True, help="MMD permutations.")
+@click.option("--max-ref", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Reference images used by the MMD test (random subsample).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--fail-on-shift", is_flag=True, help="Exit with status 3 when the batch is shifted.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -119,14 +119,15 @@ def check_batch(ctx: Context, batch, scorer, alpha, permutations, max_ref, seed,
         mmd = r["mmd"]
         ctx.table(f"batch {batch} vs scorer {rep.scorer}: {rep.verdict.upper()}",
                   ["test", "statistic", "p-value", "effect"],
-                  [["flagged fraction (binomial)", f"{r['n_flagged']}/{r['n_batch']}",
-                    _fmt(r["binomial_p"], ".3g"), r["effect"]],
+                  [[f"flag count (beta-binomial, n_cal={r['n_cal']})",
+                    f"{r['n_flagged']}/{r['n_batch']}", _fmt(r["flag_p"], ".3g"), r["effect"]],
                    [f"MMD^2 ({mmd['n_permutations']} permutations)", _fmt(mmd["statistic"]),
                     _fmt(mmd["p_value"], ".3g"),
                     f"effect size {mmd['effect_size']:.3f} ({mmd['n_ref']} ref vs {mmd['n_batch']})"],
                    ["combined (Bonferroni)", "", _fmt(r["combined_p"], ".3g"), r["per_batch_verdict"]],
                    [f"Benjamini-Hochberg over {r['bh']['n_batches']} batch(es)", "",
                     _fmt(r["bh"]["adjusted_p"], ".3g"), f"q = {r['bh']['q']:g}"]])
+        ctx.console.print(f"flags: {r['evidence']}", markup=False)
         ctx.console.print(f"verdict: {rep.verdict} (check {rep.check_id})", markup=False)
     if fail_on_shift and rep.shifted:
         raise CurateError(f"batch {batch!r} is shifted (BH-adjusted p = "
@@ -141,33 +142,49 @@ def _split_candidates(values):
 
 
 @click.command("tune-scorer")
-@click.option("--embeddings", help="Embedding set (default: the latest).")
+@click.option("--embeddings", multiple=True,
+              help="Embedding set(s) of `curate train` runs (repeat to compare runs; default: the latest).")
 @click.option("--candidates", multiple=True, metavar="NAME[:p=v,...]",
-              help="Candidates, space-separated or repeated, e.g. 'knn:k=10 cosine-weighted:tau=0.02'.")
-@click.option("--batch", "batches", multiple=True, help="In-distribution batch(es) (default: all).")
-@click.option("--test-fraction", type=float, default=0.2, show_default=True,
-              help="Share held out as in-distribution test set.")
-@click.option("--n-sens", type=int, help="Training images held out as 'sens' (default: min(1000, train/5)).")
-@click.option("--seed", type=int, default=0, show_default=True)
+              help="Settings of one scorer kind, space-separated or repeated, e.g. "
+                   "'cosine-weighted:tau=0.02 cosine-weighted:tau=0.04'; a bare 'knn' or "
+                   "'cosine-weighted' is its grid (default: cosine-weighted, tau 0.005-0.5).")
+@click.option("--test-batch", "test_batches", multiple=True,
+              help="Never-seen in-distribution batch(es) as test set (default: the run's holdout).")
+@click.option("--n-sens", type=click.IntRange(min=1), help="Trained images taken out of the reference as 'sens' "
+              "(default: min(test images, trained / 5)).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def tune_scorer(ctx: Context, embeddings, candidates, batches, test_fraction, n_sens, seed,
-                as_json) -> None:
-    """Pick a scorer and settings from in-distribution data only (sensitivity ~ 0.5+)."""
+def tune_scorer(ctx: Context, embeddings, candidates, test_batches, n_sens, seed, as_json) -> None:
+    """Pick a scorer's settings by the maximum sensitivity score (thesis 003): AUROC of
+    never-seen images vs training images of the encoder left out of the reference."""
     from curate.scorer_tuning import fit_command, tune_scorer as run_tune
-    rep = run_tune(ctx.index, embeddings, _split_candidates(candidates), list(batches) or None,
-                   test_fraction=test_fraction, n_sens=n_sens, seed=seed)
+    rep = run_tune(ctx.index, list(embeddings) or None, _split_candidates(candidates),
+                   list(test_batches) or None, n_sens=n_sens, seed=seed)
     if as_json:
         ctx.json(rep.as_dict())
         return
-    ctx.table(f"sensitivity on {rep.embedding_set}: {rep.n_train} train ({rep.n_sens} sens), "
-              f"{rep.n_test} test-in", ["candidate", "sensitivity", "10-NN acc", "seconds", "note"],
-              [[("* " if t["selected"] else "  ") + t["label"], _fmt(t["sensitivity"], ".3f"),
-                _fmt(t["knn_accuracy"], ".3f"), _fmt(t["seconds"], ".2f"), t["error"] or ""]
+    d = rep.decision
+    pct = f"{d['level']:.0%}"
+    many = len(rep.embedding_sets) > 1
+    ctx.table(f"sensitivity: {rep.n_sens} trained images (sens) vs {rep.n_test} never-seen "
+              f"({rep.test_source}); {rep.n_train - rep.n_sens} reference",
+              ["candidate"] + (["embeddings"] if many else []) +
+              ["sensitivity", f"{pct} CI", "best - this", "10-NN acc", "note"],
+              [[("* " if t["selected"] else "  ") + t["label"]] + ([t["embedding"]] if many else []) +
+               [_fmt(t["sensitivity"], ".3f"),
+                "" if t["ci"] is None else f"{t['ci'][0]:.3f}-{t['ci'][1]:.3f}",
+                "" if t["diff_ci"] is None or t["selected"] else
+                f"{t['diff_to_best']:.3f} [{t['diff_ci'][0]:.3f}, {t['diff_ci'][1]:.3f}]",
+                _fmt(t["knn_accuracy"], ".3f"),
+                t["error"] or ("within noise of best" if t["tied_with_best"] else "")]
                for t in rep.table])
-    chosen = ", ".join(f"{k}={v}" for k, v in rep.chosen.items() if k != "scorer")
-    ctx.console.print(f"chosen: {rep.chosen['scorer']}" + (f" ({chosen})" if chosen else ""),
-                      markup=False)
+    for note in rep.notes:
+        ctx.console.print(f"note: {note}", markup=False)
+    chosen = ", ".join(f"{k}={v}" for k, v in rep.chosen.items() if k not in ("scorer", "embedding"))
+    ctx.console.print(f"chosen (maximum sensitivity): {rep.chosen['scorer']}" +
+                      (f" ({chosen})" if chosen else "") +
+                      (f" on {rep.embedding_set}" if many else ""), markup=False)
     ctx.console.print(f"fit it: {fit_command(rep.chosen, rep.embedding_set)}", markup=False)
 
 

@@ -1,4 +1,9 @@
-"""Batch shift tests: flagged fraction vs alpha, kernel MMD, Benjamini-Hochberg.
+"""Batch shift tests: calibrated flag count, kernel MMD, Benjamini-Hochberg.
+
+``calibrated_flag_test`` - the number of batch scores above a conformal threshold
+(the k-th smallest of n calibration scores) is exactly Beta-Binomial(m, n + 1 - k, k)
+under exchangeability, so its p-value holds the level for any calibration size; a
+binomial test against alpha does not (every flag shares one estimated threshold).
 
 ``mmd_test`` - unbiased MMD^2 (Gretton et al., JMLR 2012) with an RBF kernel
 ``k(a, b) = exp(-||a - b||^2 / (2 sigma^2))``, sigma = median pairwise distance of a
@@ -31,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import pdist
-from scipy.stats import binomtest, false_discovery_control
+from scipy.stats import betabinom, false_discovery_control
 
 from curate.errors import CurateError
 from curate.novelty._base import check_matrix
@@ -39,24 +44,51 @@ from curate.novelty._base import check_matrix
 ROW_BLOCK = 1024
 
 
-def binomial_flag_test(n_flagged: int, n: int, alpha: float) -> dict[str, Any]:
-    """One-sided binomial test that the flagged rate exceeds ``alpha``.
+def calibrated_flag_test(n_flagged: int, n_batch: int, n_cal: int, rank: int) -> dict[str, Any]:
+    """Exact test that a batch has more flags than a calibrated threshold allows.
 
-    Assumes independent flags; conformal flags share the calibration set, which makes
-    the test slightly liberal unless n_cal >> n (n_cal = 10 n is plenty).
-    Returns {p_value, flagged_fraction, expected, n_flagged, n, effect}.
+    The threshold is the ``rank``-th smallest of ``n_cal`` in-distribution calibration
+    scores, c_(rank), and an item is flagged when its score is > c_(rank). If the
+    calibration scores and the batch's ``n_batch`` scores are exchangeable (no shift),
+    the share of in-distribution scores above c_(rank) is Beta(n_cal + 1 - rank, rank)
+    and the batch's flag count is Beta-Binomial(n_batch, n_cal + 1 - rank, rank)
+    (the coverage law of a split-conformal threshold: Vovk 2012, "Conditional validity
+    of inductive conformal predictors"; Angelopoulos & Bates 2021, "A gentle
+    introduction to conformal prediction"). One-sided p = P(count >= n_flagged).
+    Ties (discrete scores) only lower the strict count below its value under random
+    tie-breaking, so the test stays valid (conservative).
+
+    Unlike a binomial test of the flags against alpha, this accounts for the one
+    threshold all flags share: a small calibration set gives a threshold whose true
+    flag rate varies by about sqrt(alpha (1 - alpha) / n_cal) around alpha, and that
+    variation is part of the null distribution here. Cost O(1).
+
+    Returns {p_value, flagged_fraction, expected, n_flagged, n, n_cal, threshold_rank,
+    test, effect}; ``expected`` = (n_cal + 1 - rank) / (n_cal + 1), the mean flag rate.
     """
-    if n <= 0:
-        raise CurateError("binomial test needs at least one item")
-    if not 0 <= n_flagged <= n:
-        raise CurateError(f"n_flagged must be in [0, {n}], got {n_flagged}")
-    if not 0.0 < alpha < 1.0:
-        raise CurateError(f"alpha must be in (0, 1), got {alpha}")
-    p = binomtest(int(n_flagged), int(n), float(alpha), alternative="greater").pvalue
-    frac = n_flagged / n
-    return {"p_value": float(p), "flagged_fraction": frac, "expected": float(alpha),
-            "n_flagged": int(n_flagged), "n": int(n),
-            "effect": f"{100 * frac:.1f}% flagged vs {100 * alpha:.1f}% expected"}
+    n_flagged, n_batch, n_cal, rank = int(n_flagged), int(n_batch), int(n_cal), int(rank)
+    if n_batch <= 0:
+        raise CurateError("the flag-count test needs at least one batch item")
+    if not 0 <= n_flagged <= n_batch:
+        raise CurateError(f"n_flagged must be in [0, {n_batch}], got {n_flagged}")
+    if n_cal < 1 or not 1 <= rank <= n_cal:
+        raise CurateError(f"threshold rank must be in [1, n_cal={n_cal}], got {rank}")
+    a, b = n_cal + 1 - rank, rank
+    p = float(betabinom.sf(n_flagged - 1, n_batch, a, b)) if n_flagged > 0 else 1.0
+    frac, expected = n_flagged / n_batch, a / (n_cal + 1)
+    return {"p_value": min(1.0, max(p, 0.0)), "flagged_fraction": frac, "expected": expected,
+            "n_flagged": n_flagged, "n": n_batch, "n_cal": n_cal, "threshold_rank": rank,
+            "test": f"beta-binomial({n_batch}, {a}, {b})",
+            "effect": f"{100 * frac:.1f}% flagged vs {100 * expected:.1f}% expected"}
+
+
+def calibrator_flag_test(cal, batch_scores) -> dict[str, Any]:
+    """:func:`calibrated_flag_test` of ``batch_scores`` (float[m]) against a fitted
+    ``ConformalCalibrator``: n_cal and the threshold's rank come from its sorted
+    calibration scores (rank = #{cal <= threshold}, exact also with ties)."""
+    flags = cal.predict(batch_scores)
+    rank = int(np.searchsorted(cal.cal_scores_, cal.threshold_, side="right"))
+    return calibrated_flag_test(int(flags.sum()), len(flags), int(cal.n_), rank)
 
 
 def median_bandwidth(Z: np.ndarray, max_rows: int = 1000, rng=None) -> float:
@@ -159,10 +191,11 @@ def check_batch(ref_X=None, batch_X=None, cal=None, batch_scores=None, *,
     """Is a new batch shifted from the reference? A verdict with its evidence.
 
     Two tests, each run when its inputs are given:
-    1. flagged fraction: ``cal`` is a fitted ``ConformalCalibrator`` (its alpha is the
-       expected flag rate) or in-distribution calibration scores (a calibrator at
+    1. flagged fraction: ``cal`` is a fitted ``ConformalCalibrator`` (its alpha sets the
+       flag threshold) or in-distribution calibration scores (a calibrator at
        ``alpha`` is fitted); ``batch_scores`` the batch's novelty scores (higher = more
-       novel). One-sided binomial test of the flag rate vs the expected rate.
+       novel). Exact one-sided beta-binomial test of the flag count given the
+       calibration set's size and the threshold's rank (:func:`calibrated_flag_test`).
     2. MMD permutation test of ``batch_X`` vs ``ref_X`` (embeddings).
     Verdict (Bonferroni over the tests run): "shifted" if min(p) <= alpha / #tests;
     ``combined_p`` = min(1, #tests * min(p)).
@@ -178,13 +211,18 @@ def check_batch(ref_X=None, batch_X=None, cal=None, batch_scores=None, *,
     if cal is not None:
         if not isinstance(cal, ConformalCalibrator):
             cal = ConformalCalibrator(alpha=alpha).fit(cal)
-        flags = cal.predict(batch_scores)
-        bt = binomial_flag_test(int(flags.sum()), len(flags), float(cal.alpha))
-        out.update({"flagged_fraction": bt["flagged_fraction"], "expected": bt["expected"],
-                    "n_flagged": bt["n_flagged"], "n_batch": bt["n"],
-                    "binomial_p": bt["p_value"], "effect": bt["effect"],
-                    "threshold": cal.threshold_})
-        pvals.append(bt["p_value"])
+        ft = calibrator_flag_test(cal, batch_scores)
+        out.update({"flagged_fraction": ft["flagged_fraction"], "expected": ft["expected"],
+                    "flag_alpha": float(cal.alpha), "n_flagged": ft["n_flagged"],
+                    "n_batch": ft["n"], "n_cal": ft["n_cal"],
+                    "threshold_rank": ft["threshold_rank"], "flag_test": ft["test"],
+                    "flag_p": ft["p_value"], "effect": ft["effect"], "threshold": cal.threshold_,
+                    "evidence": (f"{ft['effect']} ({ft['n_flagged']}/{ft['n']}); with this "
+                                 f"calibration set (threshold = the {ft['threshold_rank']}-th smallest "
+                                 f"of {ft['n_cal']} scores) an in-distribution batch of "
+                                 f"{ft['n']} has that many flags or more with p = "
+                                 f"{ft['p_value']:.3g}")})
+        pvals.append(ft["p_value"])
     if (ref_X is None) != (batch_X is None):
         raise CurateError("give both ref_X and batch_X for the MMD test")
     if ref_X is not None:
