@@ -298,7 +298,7 @@ def print_tables(out):
         for label, r in out["batch_checks"].items():
             if isinstance(r, dict):
                 print(f"{label:22s} shifted {r['shifted']}/{r['n_batches']}  flagged {r['flagged_fraction_mean']:.3f}"
-                      f"  flag p~{r["flag_p_median"]:.2g}  mmd p~{r['mmd_p_median']:.2g}"
+                      f"  flag p~{r['flag_p_median']:.2g}  mmd p~{r['mmd_p_median']:.2g}"
                       f"  effect {r['mmd_effect_mean']:.3f}" + (f"  BH rejected {r['bh_rejected']}" if "bh_rejected" in r else ""))
         print(f"seconds per check: {out['batch_checks']['seconds_per_check']:.2f}")
 
