@@ -10,7 +10,8 @@ Scorers (registry ``SCORERS``, one contract: ``fit(X_ref, y=None)`` -> self,
 - ``vmf`` (per-class von Mises-Fisher log-likelihood)
 
 Also: ``calibration.ConformalCalibrator`` (split-conformal threshold and p-values),
-``shift`` (calibration-aware beta-binomial flag test, MMD permutation test, Benjamini-Hochberg, ``check_batch``),
+``shift`` (calibration-aware beta-binomial flag test, MMD permutation test,
+Benjamini-Hochberg, ``check_batch``),
 ``sensitivity`` (choosing scorer settings from in-distribution data only).
 """
 
