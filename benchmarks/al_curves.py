@@ -181,25 +181,6 @@ def summarise(df, default: str) -> dict:
             "selection_seconds_per_seed": {s: round(float(v), 2) for s, v in secs.items()}}
 
 
-def plot(df, title: str, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s, g in df.groupby("strategy"):
-        m = g.groupby("budget")["accuracy"].agg(["mean", "std", "count"])
-        half = 1.96 * m["std"].fillna(0) / np.sqrt(m["count"])
-        ax.plot(m.index, m["mean"], marker="o", ms=3, label=s,
-                lw=2.5 if s in ("auto", "random") else 1.2)
-        ax.fill_between(m.index, m["mean"] - half, m["mean"] + half, alpha=0.15)
-    ax.set(xscale="log", xlabel="labelled images (budget)", ylabel="test accuracy", title=title)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -217,7 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "al_curves.json"))
     args = ap.parse_args(argv)
     from curate.select import DEFAULT_STRATEGY
-    from curate.select.simulation import simulate_curves
+    from curate.plot import plot_curves
+    from curate.select.simulation import paired_differences, simulate_curves
 
     strategies = args.strategies.split(",")
     if args.peers:
@@ -254,7 +236,8 @@ def main(argv=None) -> int:
                    **summarise(df, DEFAULT_STRATEGY), "results": df.round(5).to_dict(orient="records")}
             doc["runs"].append(run)
             png = out.with_name(f"{out.stem}_{name}_{emb}_{args.split}.png")
-            plot(df, f"{name} ({emb}, pool {len(Xp)}, {args.split} split)", png)
+            plot_curves(paired_differences(df), png,
+                        f"{name} ({emb}, pool {len(Xp)}, {args.split} split)")
             print(f"\n== {name} / {emb}: pool {len(Xp)}, test {len(Xt)}, "
                   f"simulate {run['simulate_seconds']} s", flush=True)
             acc = run["mean_accuracy"]

@@ -119,6 +119,13 @@ def plot_embedding(coords: np.ndarray, out: Path | str, colors: Sequence | np.nd
                   markerscale=max(1.0, 6 / size ** 0.5), framealpha=0.8)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
+    return _save(fig, ax, title, out, dpi)
+
+
+def _save(fig, ax, title, out, dpi) -> Path:
+    """Title, tight layout, write ``out`` as PNG, close the figure."""
+    import matplotlib.pyplot as plt
+
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -148,9 +155,11 @@ def plot_curves(summary, out: Path | str, title: str | None = None, dpi: int = 1
         raise CurateError(f"plots are PNG files; got {out.name}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (name, g) in enumerate(summary.groupby("strategy", sort=False)):
+    groups = list(summary.groupby("strategy", sort=False))
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    for i, (name, g) in enumerate(groups):
         g = g.sort_values("budget")
-        color = plt.get_cmap("tab10")(i % 10)
+        color = cmap(i % cmap.N)
         ax.plot(g["budget"], g["accuracy"], marker="o", ms=3, color=color, label=name)
         ax.fill_between(g["budget"], g["accuracy_low"], g["accuracy_high"], color=color, alpha=0.2,
                         linewidth=0)
@@ -162,12 +171,7 @@ def plot_curves(summary, out: Path | str, title: str | None = None, dpi: int = 1
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, title, out, dpi)
 
 
 # --------------------------------------------------------------------------- index edge

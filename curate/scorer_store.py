@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from curate.data import image_labels
-from curate.db.lookup import named_or_latest
+from curate.db.lookup import named_or_latest, unique_name
 from curate.db.models import Batch, EmbeddingSet, Image, Scorer
 from curate.embeddings import get_set, load_embeddings, safe_name
 from curate.errors import CurateError
@@ -126,18 +126,6 @@ class FitReport:
         return dict(self.__dict__)
 
 
-def _unique_name(session, wanted: str | None, default: str) -> str:
-    taken = set(session.scalars(select(Scorer.name)))
-    if wanted is not None:
-        if wanted in taken:
-            raise CurateError(f"a scorer named {wanted!r} exists; pick another --name")
-        return wanted
-    name, i = default, 2
-    while name in taken:
-        name, i = f"{default}-{i}", i + 1
-    return name
-
-
 def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings: str | None = None,
                reference_batches=None, calibration_fraction: float = 0.1, alpha: float = 0.05,
                seed: int | None = 0, **params: Any) -> FitReport:
@@ -155,7 +143,7 @@ def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings
         set_name, set_id = es.name, es.id
         restrict = batch_image_ids(s, reference_batches)
         labels = image_labels(s) if scorer in CLASS_CONDITIONAL else None
-        name = _unique_name(s, name, f"{scorer}@{set_name}")
+        name = unique_name(s, Scorer, name, f"{scorer}@{set_name}", "scorer")
     ids, X = load_embeddings(index, set_name, image_ids=restrict)
     where = f"reference ({'batches ' + ', '.join(reference_batches) if reference_batches else 'all batches'})"
     if len(ids) == 0:
