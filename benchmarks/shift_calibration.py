@@ -255,6 +255,8 @@ def main(argv=None) -> dict:
         out["embeddings"][name] = res
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1, default=float))  # partial
+        if not args.power_batches:
+            continue
         res["power"] = pw = power(E, embed, x_power, xmn, args, rng)
         print(f"[{name}] detection rate, batches of 500, {args.power_batches} per row")
         for k, v in pw.items():

@@ -118,13 +118,14 @@ def _check_sqlite_file(url: str) -> None:
             head = f.read(len(SQLITE_HEADER))
     except OSError:
         return  # unreadable: SQLite says why
-    restore = "restore it from a backup, or move it away to start a new, empty index; curate did not touch it"
+    restore = ("curate left it untouched: restore it from a backup (`curate backup FILE` makes one) "
+               "by copying the backup over it, or move it away to start a new, empty index")
     if not head:
         if os.path.exists(db + "-wal") and os.path.getsize(db + "-wal") > 0:
             return  # everything may still be in the write-ahead log: SQLite recovers it
-        raise CurateError(f"index database {db} is empty (0 bytes), so it may be a damaged index: {restore}")
+        raise CurateError(f"index database {db} is damaged (empty, 0 bytes); {restore}")
     if head != SQLITE_HEADER:
-        raise CurateError(f"index database {db} is not a SQLite database (damaged or overwritten): {restore}")
+        raise CurateError(f"index database {db} is damaged (not a SQLite database); {restore}")
 
 
 def open_index(url: str, *, migrate: bool = True) -> Index:

@@ -62,7 +62,7 @@ def pool_rows(n: int, seeds, budget: int) -> np.ndarray:
 
 
 @register("kcenter", "distance to the nearest centre when picked (higher = farther)")
-def kcenter(X, budget, seeds=None, labels=None, *, metric="cosine", random_state=None,
+def kcenter_picks(X, budget, seeds=None, labels=None, *, metric="cosine", random_state=None,
             device="auto", fp16=False) -> Picks:
     """k-center greedy (furthest-point sampling; Sener & Savarese 2018). See
     :func:`curate.select.kcenter.kcenter_greedy`. Cost: O((budget + L) N d), memory O(N)."""
@@ -72,7 +72,7 @@ def kcenter(X, budget, seeds=None, labels=None, *, metric="cosine", random_state
 
 
 @register("random", "none (NaN)")
-def random(X, budget, seeds=None, labels=None, *, metric="cosine", random_state=None,
+def random_picks(X, budget, seeds=None, labels=None, *, metric="cosine", random_state=None,
            device="auto", fp16=False) -> Picks:
     """Uniform random picks from the pool. Cost: O(N)."""
     pool = pool_rows(len(X), seeds, budget)
@@ -83,4 +83,4 @@ def random(X, budget, seeds=None, labels=None, *, metric="cosine", random_state=
 from curate.select import strategies as _strategies  # noqa: E402,F401  (registers the rest)
 
 __all__ = ["SELECTORS", "SCORES", "DEFAULT_STRATEGY", "Picks", "register", "pool_rows",
-           "kcenter_greedy"]
+           "kcenter_greedy", "kcenter_picks", "random_picks"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.select import Picks, kcenter_greedy, pool_rows, random, register
+from curate.select import Picks, kcenter_greedy, pool_rows, random_picks, register
 from curate.select.probcover import probcover as _probcover
 from curate.select.typiclust import typical_rows, typiclust as _typiclust
 from curate.select.uncertainty import rank_uncertain
@@ -46,7 +46,7 @@ def _uncertain(kind):
         out, info = rank_uncertain(X, budget, seeds, labels, pool, kind,
                                    random_state=random_state)
         if out is None:
-            p = random(X, budget, seeds, random_state=random_state)
+            p = random_picks(X, budget, seeds, random_state=random_state)
             return Picks(p.indices, p.scores, info)
         return Picks(out[0], out[1], info)
     fn.__name__ = kind

@@ -97,8 +97,8 @@ def test_same_folder_twice_at_once(cli, image_folder):
     assert all(r["added"] + r["already_indexed"] == 24 for r in reps)
 
 
-@pytest.mark.parametrize("content,needle", [(b"", "is empty (0 bytes)"),
-                                            (b"garbage " * 100, "is not a SQLite database")])
+@pytest.mark.parametrize("content,needle", [(b"", "is damaged (empty, 0 bytes)"),
+                                            (b"garbage " * 100, "is damaged (not a SQLite database)")])
 def test_damaged_sqlite_index_is_refused_untouched(tmp_path, image_folder, content, needle):
     """Item 23: a zero-byte (or garbage) index.sqlite is not silently rebuilt."""
     ws = init_workspace(tmp_path / "ws").root

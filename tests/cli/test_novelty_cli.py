@@ -98,7 +98,7 @@ def test_errors_are_one_line(run, embedded):
         (["select", "--budget", "3", "--exclude-novel"], "no scorer yet"),
         (["select", "--budget", "3", "--scorer", "x"], "--scorer is used with --exclude-novel"),
         (["fit-scorer", "--scorer", "nope"], "unknown scorer 'nope'"),
-        (["fit-scorer", "--scorer", "knn", "--alpha", "1.5"], "alpha must be in (0, 1)"),
+        (["fit-scorer", "--scorer", "knn", "--alpha", "1.5"], "1.5 is not in the range 0<x<1"),
         (["fit-scorer", "--scorer", "knn", "--reference-batch", "ref"], "below 1/(n+1)=0.1111 for 8"),
         (["fit-scorer", "--scorer", "knn", "--k", "200", "--alpha", "0.2"], "needs at least 201"),
         (["fit-scorer", "--scorer", "centroid"], "needs labels"),
