@@ -38,3 +38,23 @@ def write_class_images(root: Path, classes=3, per_class: int = 30, size: int = 8
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr.astype(np.uint8), "RGB").save(path)
     return root
+
+
+def gray_noise_workspace(root, n: int, batch: str | None = None):
+    """A workspace under ``root`` with ``n`` ingested 16x16 random grayscale PNGs;
+    returns ``(ws, index)`` (the caller closes the index)."""
+    import numpy as np
+    from PIL import Image
+
+    from curate.ingest import ingest
+    from curate.workspace import init_workspace
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        p = root / "imgs" / f"{i:03d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(p)
+    ws = init_workspace(root / "ws")
+    index = ws.open_index()
+    ingest(index, [str(root / "imgs")], batch=batch)
+    return ws, index

@@ -8,7 +8,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from lightning.pytorch.callbacks import Callback
-from PIL import Image
 
 from curate.cli import main
 from curate.errors import CurateError
@@ -16,7 +15,6 @@ from curate.scorer_store import ids_hash
 from curate.trainers import TRAINERS
 from curate.trainers.datamodule import ArraySource, ImageDataModule, holdout_split
 from curate.trainers.run import load_methods, quiet_lightning, train
-from curate.workspace import init_workspace
 
 load_methods()
 quiet_lightning()
@@ -27,17 +25,9 @@ SMALL = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16, local_crops=2)
 
 @pytest.fixture(scope="module")
 def ws_index(tmp_path_factory):
-    from curate.ingest import ingest
+    from helpers import gray_noise_workspace
 
-    root = tmp_path_factory.mktemp("holdout")
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        p = root / "imgs" / f"{i:03d}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(p)
-    ws = init_workspace(root / "ws")
-    index = ws.open_index()
-    ingest(index, [str(root / "imgs")], batch="b1")
+    ws, index = gray_noise_workspace(tmp_path_factory.mktemp("holdout"), 40, batch="b1")
     yield ws, index
     index.close()
 

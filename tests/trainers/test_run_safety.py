@@ -8,14 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
-from PIL import Image
 
 from curate.errors import CurateError
 from curate.trainers.run import get_run, load_methods, quiet_lightning, train
-from curate.workspace import init_workspace
 
 load_methods()
 quiet_lightning()
@@ -25,17 +22,9 @@ FAST = dict(image_size=16, batch_size=4, num_workers=0, progress=False, devices=
 
 @pytest.fixture(scope="module")
 def ws_index(tmp_path_factory):
-    from curate.ingest import ingest
+    from helpers import gray_noise_workspace
 
-    root = tmp_path_factory.mktemp("safety")
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        p = root / "imgs" / f"{i:03d}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(p)
-    ws = init_workspace(root / "ws")
-    index = ws.open_index()
-    ingest(index, [str(root / "imgs")])
+    ws, index = gray_noise_workspace(tmp_path_factory.mktemp("safety"), 16)
     yield ws, index
     index.close()
 
