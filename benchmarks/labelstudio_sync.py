@@ -79,7 +79,7 @@ def build_index(root: Path, n: int):
         sel = Selection(strategy="kcenter", budget=n)
         s.add(sel)
         s.flush()
-        s.add_all(SelectionItem(selection_id=sel.id, image_id=r.id, rank=k + 1, distance=1.0)
+        s.add_all(SelectionItem(selection_id=sel.id, image_id=r.id, rank=k + 1, score=1.0)
                   for k, r in enumerate(rows))
         ids = [r.id for r in rows]
     return index, ids

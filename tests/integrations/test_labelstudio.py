@@ -61,7 +61,7 @@ def orm_workspace(tmp_path: Path, paths: list[Path], labels: dict[Path, str] | N
         sel = Selection(strategy="kcenter", budget=len(rows))
         s.add(sel)
         s.flush()
-        s.add_all(SelectionItem(selection_id=sel.id, image_id=r.id, rank=k + 1, distance=1.0 / (k + 1))
+        s.add_all(SelectionItem(selection_id=sel.id, image_id=r.id, rank=k + 1, score=1.0 / (k + 1))
                   for k, r in enumerate(rows))
         ids = [r.id for r in rows]
     return ws, index, ids
