@@ -7,7 +7,6 @@ file vanished or broke since ingest are marked rejected and skipped.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from curate.embeddings import (DTYPES, append_shard, drop_damaged_shards, embedd
 from curate.encoders import ENCODERS, load_trained_encoders
 from curate.errors import CurateError
 from curate.locks import db_lock, file_lock
-from curate.provenance import versions
+from curate.provenance import sha256_file, versions
 
 
 @dataclass
@@ -57,14 +56,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CurateError("--device cuda asked for, but no CUDA GPU is available")
     return torch.device(device)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _model_row(s, ws, encoder: str | None, weights: str | None, model: str | None,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -29,6 +28,7 @@ from curate.db.lookup import named_or_latest
 from curate.db.models import Batch, EmbeddingRow, EmbeddingSet, Image
 from curate.errors import CurateError
 from curate.locks import db_lock
+from curate.provenance import sha256_file
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -70,14 +70,6 @@ def _shard_path(folder: Path, shard: int) -> Path:
     return folder / f"shard-{shard:05d}.npy"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_shard(folder: Path, shard: int, X: np.ndarray) -> None:
     final = _shard_path(folder, shard)
     tmp = folder / f".shard-{shard:05d}.{os.getpid()}.tmp.npy"
@@ -86,7 +78,7 @@ def _write_shard(folder: Path, shard: int, X: np.ndarray) -> None:
         np.save(tmp, X)
         side = final.with_suffix(".sha256")
         side_tmp = folder / f".{side.name}.{os.getpid()}.tmp"
-        side_tmp.write_text(_sha256(tmp) + "\n")
+        side_tmp.write_text(sha256_file(tmp) + "\n")
         os.replace(side_tmp, side)
         os.replace(tmp, final)
     except OSError as e:
@@ -156,7 +148,7 @@ def open_shard(folder: Path, shard: int, es: EmbeddingSet, n_rows: int) -> np.nd
         problem = f"{data.shape[0]} rows, the index needs {n_rows}"
     else:
         side = path.with_suffix(".sha256")
-        if side.exists() and side.read_text().strip() != _sha256(path):
+        if side.exists() and side.read_text().strip() != sha256_file(path):
             problem = "checksum mismatch"
     if problem:
         raise CurateError(f"embedding shard {path} is damaged ({problem}){hint}")

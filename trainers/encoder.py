@@ -11,7 +11,6 @@ eval transform (shorter side to S, centre crop, normalise). Cost: one backbone f
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,6 @@ from curate.trainers.augment import eval_transform
 from curate.trainers.backbones import build_backbone
 
 FORMAT = "curate-encoder-1"
-
-
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_torch_save(obj: Any, path: Path | str) -> None:

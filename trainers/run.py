@@ -43,9 +43,9 @@ from sqlalchemy import select
 
 from curate.db.models import Image, Model, TrainingRun
 from curate.errors import CurateError
-from curate.provenance import utcnow, versions
+from curate.provenance import sha256_file, utcnow, versions
 from curate.trainers import TRAINERS
-from curate.trainers.encoder import atomic_torch_save, export_encoder, sha256_file
+from curate.trainers.encoder import atomic_torch_save, export_encoder
 
 RUN_ENV = "CURATE_TRAIN_RUN"
 RUNTIME = ("devices", "num_nodes", "strategy", "accelerator", "max_minutes", "num_workers",

@@ -24,10 +24,10 @@ K_NN = 20
 
 
 def typiclust(X, budget, seeds=None, *, metric="cosine", random_state=None, k_nn=K_NN,
-              max_clusters=MAX_CLUSTERS, min_cluster_size=MIN_CLUSTER_SIZE, pool=None):
+              max_clusters=MAX_CLUSTERS, min_cluster_size=MIN_CLUSTER_SIZE):
     """Pick ``budget`` rows of ``X`` (N, d) by TypiClust; seeds (L,) count as covering.
 
-    ``pool``: rows that may be picked (default: all but seeds). Returns
+    Every row but the seeds may be picked. Returns
     ``(indices int64[budget], typicality float32[budget], info)``; higher typicality =
     more typical. Cost: k-means O(20 * min(N, 256 K) * K * d + N K d) with
     K = min(L + budget, max_clusters), plus typicality in each visited cluster
@@ -37,8 +37,7 @@ def typiclust(X, budget, seeds=None, *, metric="cosine", random_state=None, k_nn
     Z = as_space(X, metric)
     N = len(Z)
     seeds = np.asarray(seeds if seeds is not None else [], dtype=np.int64)
-    if pool is None:
-        pool = np.setdiff1d(np.arange(N), seeds)
+    pool = np.setdiff1d(np.arange(N), seeds)
     n_clusters = int(min(len(seeds) + budget, max_clusters, N))
     assign = kmeans(Z, n_clusters, rng)
     sizes = np.bincount(assign, minlength=n_clusters)
