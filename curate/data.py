@@ -59,6 +59,19 @@ def image_labels(session) -> dict[int, str]:
     return {k: v[1] for k, v in best.items()}
 
 
+def image_batches(session, ids: Sequence[int] | None = None) -> dict[int, str | None]:
+    """image id -> name of the batch it was ingested in (None for no batch); ``ids``
+    limits the query (chunks of 900 ids), else every image."""
+    q = select(Image.id, Batch.name).outerjoin(Batch, Batch.id == Image.batch_id)
+    if ids is None:
+        return dict(session.execute(q).all())
+    ids = [int(i) for i in ids]
+    out: dict[int, str | None] = {}
+    for k in range(0, len(ids), 900):
+        out.update(session.execute(q.where(Image.id.in_(ids[k:k + 900]))).all())
+    return out
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Loads ``records`` through ``curate.imageio.load_image`` and ``transform``.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -45,17 +46,37 @@ def fresh_dir(base: Path) -> Path:
     return Path(f"{base}-{n}")
 
 
-def _quick_encoder(index, ws, seconds: float) -> tuple[str | None, str | None]:
+#: ``progress(stage, done, total, info="", eta=None)``: stage is ingest, train or embed;
+#: train reports optimizer steps, ``info`` (epoch, loss, images/s) and ``eta`` (seconds)
+Progress = Callable[..., None]
+
+
+def _quick_encoder(index, ws, seconds: float, progress: Progress | None = None,
+                   verbose: bool = False) -> tuple[str | None, str | None]:
     """(model, encoder): a quick SSL model when the trainers provide one, else pixels-pca."""
     try:
         from curate.trainers.run import quick_demo_train
     except ImportError:
         return None, "pixels-pca"
-    return quick_demo_train(index, ws, seconds=seconds), None
+    report = None
+    if progress is not None:
+        def report(p) -> None:
+            progress("train", p.step, p.total_steps, p.describe(), p.eta_s)
+    return quick_demo_train(index, ws, seconds=seconds, on_progress=report, verbose=verbose), None
+
+
+def _stage(progress: Progress | None, name: str):
+    return None if progress is None else (lambda done, total: progress(name, done, total))
 
 
 def run_demo(root: Path | str | None = None, budget: int = 50, seed: int = 0,
-             train: bool = True, train_seconds: float = 15.0) -> DemoReport:
+             train: bool = True, train_seconds: float = 15.0, verbose: bool = False,
+             progress: Progress | None = None) -> DemoReport:
+    """Run the demo in ``root`` (default: a fresh ``./curate-demo``; see module docstring).
+
+    ``progress`` receives each stage's progress (see :data:`Progress`); Lightning's
+    banners and tips are silenced unless ``verbose``.
+    """
     t = {"start": time.perf_counter()}
     root = Path(root) if root else fresh_dir(Path.cwd() / "curate-demo")
     ws = init_workspace(root)
@@ -66,11 +87,13 @@ def run_demo(root: Path | str | None = None, budget: int = 50, seed: int = 0,
         if not img_dir.exists():
             write_pngs(images, labels, img_dir, upscale=4)
         t["write"] = time.perf_counter()
-        ingest(index, [img_dir], batch="digits")
+        ingest(index, [img_dir], batch="digits", progress=_stage(progress, "ingest"))
         t["ingest"] = time.perf_counter()
-        model, encoder = _quick_encoder(index, ws, train_seconds) if train else (None, "pixels-pca")
+        model, encoder = (_quick_encoder(index, ws, train_seconds, progress, verbose) if train
+                          else (None, "pixels-pca"))
         t["train"] = time.perf_counter()
-        rep = embed(index, ws, encoder=encoder, model=model, device="cpu")
+        rep = embed(index, ws, encoder=encoder, model=model, device="cpu",
+                    progress=_stage(progress, "embed"))
         t["embed"] = time.perf_counter()
         res = select_images(index, budget, embeddings=rep.embedding_set, seed=seed)
         t["select"] = time.perf_counter()

@@ -27,6 +27,9 @@ from curate.locks import db_lock, file_lock
 from curate.provenance import sha256_file, versions
 
 
+SPEED_FILE = "embed_speed.json"
+
+
 @dataclass
 class EmbedReport:
     embedding_set: str
@@ -68,16 +71,17 @@ def _model_row(s, ws, encoder: str | None, weights: str | None, model: str | Non
     if encoder is None:
         raise CurateError("give --encoder NAME (or --model RUN)")
     ENCODERS.get(encoder)  # validates the name before any work
-    wpath = Path(weights).expanduser().resolve() if weights else None
-    if wpath is not None and not wpath.is_file():
-        raise CurateError(f"weights file not found: {weights}")
+    from curate.encoders.weights import resolve_weights, weights_name
+
+    wpath = resolve_weights(encoder, weights)  # a file, or a torchvision name -> its cached file
     sha = sha256_file(wpath) if wpath else None
     name = f"{encoder}-{sha[:12]}" if sha else f"{encoder}-{image_size or 'default'}"
     db_lock(s, "embed-setup")  # two embeds at once create the model row once
     row = s.scalar(select(Model).where(Model.name == name))
     if row is None:
+        named = weights_name(weights)
         row = Model(name=name, encoder=encoder, weights_path=str(wpath) if wpath else None,
-                    weights_sha256=sha, params={})
+                    weights_sha256=sha, params={"weights_name": named} if named else {})
         s.add(row)
         s.flush()
     return row
@@ -105,15 +109,49 @@ def _build_encoder(row: Model, ws, image_size: int | None, records, loader_kw):
     return enc
 
 
-def embed(index, ws, encoder: str | None = None, weights: str | None = None,
-          model: str | None = None, batch: str | None = None, image_size: int | None = None,
-          device: str = "auto", dtype: str = "float32", batch_size: int = 64,
-          num_workers: int | None = None, shard_size: int = 10000,
-          progress: Callable[[int, int], None] | None = None) -> EmbedReport:
-    """Embed every ok image (of ``batch``) missing from the encoder's embedding set.
+@dataclass
+class _Plan:
+    """What an embed run does, decided once (shared by the local and the Ray path)."""
+    enc: object
+    dev: torch.device
+    set_id: int
+    folder: Path
+    todo: list
+    report: EmbedReport
+    loader_kw: dict
 
-    Returns an :class:`EmbedReport`. Cost: one forward pass per new image.
-    """
+
+def encode_records(enc, records, dev: torch.device, loader_kw: dict):
+    """Yield ``(ids int64[b], Z float32[b, dim], missing_records, n)`` per loader batch of
+    ``n`` of ``records``: images that load are encoded (fp16 autocast on CUDA); rows with a
+    non-finite embedding are left out of ``ids``/``Z``; files that vanished or broke
+    since ingest are in ``missing_records``. The local and the Ray path both use this."""
+    loader = torch.utils.data.DataLoader(ImageDataset(records, enc.transform, enc.channels),
+                                         collate_fn=collate_skip_missing, **loader_kw)
+    for idx, x, missing in loader:
+        n = len(idx) + len(missing)
+        ids = np.empty(0, dtype=np.int64)
+        z = np.empty((0, enc.dim), dtype=np.float32)
+        if x is not None:
+            x = x.to(dev, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+                z = enc.encode(x)
+            z = z.float().cpu().numpy()
+            ok = np.isfinite(z).all(1)
+            ids = np.array([records[i].id for i in idx.tolist()], dtype=np.int64)[ok]
+            z = z[ok]
+        yield ids, z, [records[i] for i in missing], n
+
+
+def mark_missing(session, records) -> None:
+    """Mark images whose file vanished or broke since ingest as rejected."""
+    if records:
+        session.execute(update(Image).where(Image.id.in_([r.id for r in records]))
+                        .values(status="rejected", reason="file missing or unreadable at embed time"))
+
+
+def _plan(index, ws, encoder, weights, model, batch, image_size, device, dtype, batch_size,
+          num_workers, shard_size) -> _Plan:
     if dtype not in DTYPES:
         raise CurateError(f"unknown dtype {dtype!r}; use float32 or float16")
     if image_size is not None and not 8 <= image_size <= 1024:
@@ -154,11 +192,42 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
     todo = [r for r in records if r.id not in done]
     report = EmbedReport(set_name, model_name, enc.dim, dtype, already=len(records) - len(todo),
                          device=str(dev), damaged_shards=damaged)
+    return _Plan(enc, dev, set_id, folder, todo, report, loader_kw)
+
+
+def embed(index, ws, encoder: str | None = None, weights: str | None = None,
+          model: str | None = None, batch: str | None = None, image_size: int | None = None,
+          device: str = "auto", dtype: str = "float32", batch_size: int = 64,
+          num_workers: int | None = None, shard_size: int = 10000,
+          progress: Callable[[int, int], None] | None = None, ray: str | None = None,
+          ray_actors: int | None = None) -> EmbedReport:
+    """Embed every ok image (of ``batch``) missing from the encoder's embedding set.
+
+    Returns an :class:`EmbedReport`. Cost: one forward pass per new image.
+    ``ray``: a Ray cluster address (``auto``, ``host:port``) or ``local`` to run the
+    forward passes on Ray actors (:mod:`curate.embed_ray`; same shards and rows).
+    """
+    if ray is not None:
+        from curate.embed_ray import check_cluster, embed_on_ray, ray_session
+        if device not in ("auto", "cpu") and not device.startswith("cuda"):
+            raise CurateError(f"unknown device {device!r}; use auto, cpu or cuda")
+        with ray_session(ray):
+            check_cluster(index, ray)  # before any work: every worker must reach the index
+            plan = _plan(index, ws, encoder, weights, model, batch, image_size, "cpu",  # fit only
+                         dtype, batch_size, num_workers, shard_size)
+            if not plan.todo:
+                return plan.report
+            report = embed_on_ray(index, plan, ray, device=device, shard_size=shard_size,
+                                  actors=ray_actors, num_workers=num_workers, progress=progress)
+        record_speed(plan.folder, report)
+        return report
+    plan = _plan(index, ws, encoder, weights, model, batch, image_size, device, dtype,
+                 batch_size, num_workers, shard_size)
+    report, todo = plan.report, plan.todo
     if not todo:
         return report
+    enc, dev, folder, set_id = plan.enc, plan.dev, plan.folder, plan.set_id
     enc.to(dev)
-    loader = torch.utils.data.DataLoader(ImageDataset(todo, enc.transform, enc.channels),
-                                         collate_fn=collate_skip_missing, **loader_kw)
     t0 = time.perf_counter()
     buf_ids, buf_x = [], []
 
@@ -174,28 +243,38 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
         buf_x.clear()
 
     seen = 0
-    for idx, x, missing in loader:
+    for ids, z, missing, n in encode_records(enc, todo, dev, plan.loader_kw):
         if missing:
-            paths = [todo[i].path for i in missing]
-            report.missing_files += paths
+            report.missing_files += [r.path for r in missing]
             with index.session() as s:
-                s.execute(update(Image).where(Image.id.in_([todo[i].id for i in missing]))
-                          .values(status="rejected", reason="file missing or unreadable at embed time"))
-        if x is not None:
-            x = x.to(dev, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
-                z = enc.encode(x)
-            z = z.float().cpu().numpy()
-            ok = np.isfinite(z).all(1)
-            ids = np.array([todo[i].id for i in idx.tolist()], dtype=np.int64)
-            buf_ids.append(ids[ok])
-            buf_x.append(z[ok])
-            report.embedded += int(ok.sum())
-        seen += len(idx) + len(missing)
+                mark_missing(s, missing)
+        buf_ids.append(ids)
+        buf_x.append(z)
+        report.embedded += len(ids)
+        seen += n
         if progress:
             progress(seen, len(todo))
         if sum(len(b) for b in buf_ids) >= shard_size:
             flush()
     flush()
     report.seconds = time.perf_counter() - t0
+    record_speed(folder, report)
     return report
+
+
+def record_speed(folder: Path, report: EmbedReport) -> None:
+    """Write this run's speed next to the set's shards (``embed_speed.json``: images,
+    seconds, images/s, device; the latest run's), shown by ``curate compare``."""
+    if not report.embedded or report.seconds <= 0:
+        return
+    import json
+
+    path = Path(folder) / SPEED_FILE
+    tmp = path.with_name(f".{SPEED_FILE}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"images": report.embedded, "seconds": round(report.seconds, 3),
+                                   "images_per_second": round(report.images_per_second, 1),
+                                   "device": report.device}) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a record only; the embeddings are stored already

@@ -6,7 +6,8 @@ Pure writers (a DataFrame in, a file out) shared by ``curate select --out`` and
 Columns of a selection frame: ``rank`` (int, order of picking; 1 = first), ``image_id`` (int, our
 stable id), ``path`` (str), ``score`` (float, the strategy's score of the pick:
 distance to the nearest centre for k-center, typicality for typiclust, ...; its meaning is
-in the selection's ``params['score']``; NaN if none), ``label`` (str or None, the current label in the index).
+in the selection's ``params['score']``; NaN if none), ``label`` (str or None, the current label in the index),
+``batch`` (str or None, the ingest batch of the image).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 
 from curate.errors import CurateError
 
-COLUMNS = ["rank", "image_id", "path", "score", "label"]
+COLUMNS = ["rank", "image_id", "path", "score", "label", "batch"]
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
 EXPORT_FORMATS = ("csv", "parquet", "json", "labelstudio-json")
 _PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}  # as curate.data.image_labels
@@ -30,13 +31,14 @@ def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise CurateError(f"selection rows lack column(s): {', '.join(missing)}")
     df = rows.copy()
-    for c in ("score", "label"):
+    for c in ("score", "label", "batch"):
         if c not in df.columns:
             df[c] = None
     df["rank"] = df["rank"].astype("int64")
     df["image_id"] = df["image_id"].astype("int64")
     df["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64")
-    df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
+    for c in ("label", "batch"):
+        df[c] = df[c].astype(object).where(df[c].notna(), None)
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[COLUMNS + extra].sort_values("rank", kind="stable").reset_index(drop=True)
 
@@ -118,6 +120,11 @@ def selection_frame(index, selection_id: int | str = "latest") -> tuple[int, pd.
                 best[image_id] = (rank, label)
         df["label"] = pd.Series([best[int(i)][1] if int(i) in best else None for i in df["image_id"]],
                                 dtype=object, index=df.index)
+        from curate.data import image_batches
+
+        batches = image_batches(s, df["image_id"].tolist())
+        df["batch"] = pd.Series([batches.get(int(i)) for i in df["image_id"]], dtype=object,
+                                index=df.index)
     kept, gone = drop_missing(index, list(df.itertuples(index=False)), lambda r: r.path,
                               lambda r: r.image_id)
     df = df[df["image_id"].isin([r.image_id for r in kept])].reset_index(drop=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from curate.db.models import Batch, DuplicatePath, Image, Label
@@ -312,6 +312,12 @@ def _record(s, chunk, infos, batch_id, d: IngestReport) -> IngestReport:
     # read after ``rows``: a path another process stored in between is its own sha's owner
     rows.update({p: (i, "ok") for _, i, p in owners if p in wanted})
     order = sorted(range(len(chunk)), key=lambda k: (getattr(infos.get(chunk[k][0]), "sha256", "") or "", k))
+    # new images go in with one multi-row INSERT ... RETURNING at the end, in this sha256
+    # order; an ORM flush per image was most of ingest's time
+    new: list[dict] = []
+    new_ids: dict[str, int] = {}
+    pending: set[str] = set()      # sha256 of ok images in ``new``
+    labelled: list[tuple[str, str, str, Image | None]] = []
     for p, lab, src in (chunk[k] for k in order):  # by sha256: concurrent writers lock in one order
         row, info = rows.get(p), infos.get(p)
         if p in dups or (row and row[1] != "rejected") or info is None:
@@ -319,7 +325,10 @@ def _record(s, chunk, infos, batch_id, d: IngestReport) -> IngestReport:
             if row and row[1] == "ok" and lab is not None and _upsert_label(s, row[0], lab, src):
                 d.labels += 1
             continue
-        img = s.get(Image, row[0]) if row else Image(path=p, batch_id=batch_id)
+        img = s.get(Image, row[0]) if row else None
+        if info.status == "ok" and info.sha256 in pending:   # a copy within this chunk
+            _insert_images(s, new, new_ids, by_sha)
+            pending.clear()
         if info.status == "ok" and info.sha256 in by_sha:
             if row is None:
                 s.add(DuplicatePath(path=p, image_id=by_sha[info.sha256], batch_id=batch_id))
@@ -327,16 +336,40 @@ def _record(s, chunk, infos, batch_id, d: IngestReport) -> IngestReport:
                 img.status, img.sha256, img.reason = "duplicate", info.sha256, f"same bytes as image {by_sha[info.sha256]}"
             d.duplicates += 1
             continue
-        img.sha256, img.bytes, img.width, img.height = info.sha256, info.bytes, info.width, info.height
-        img.mode, img.status, img.reason = info.mode, info.status, info.reason
-        s.add(img)
+        fields = dict(sha256=info.sha256, bytes=info.bytes, width=info.width, height=info.height,
+                      mode=info.mode, status=info.status, reason=info.reason)
+        if img is None:
+            new.append({"path": p, "batch_id": batch_id, **fields})
+        else:
+            for k, v in fields.items():
+                setattr(img, k, v)
         if info.status != "ok":
             d.rejected.append((p, info.reason))
             continue
-        s.flush()
-        by_sha[info.sha256] = img.id
+        if img is None:
+            pending.add(info.sha256)
         d.added += 1
         d.recovered += row is not None
-        if lab is not None and _upsert_label(s, img.id, lab, src):
+        if lab is not None:
+            labelled.append((p, lab, src, img))
+    s.flush()
+    _insert_images(s, new, new_ids, by_sha)
+    for p, lab, src, img in labelled:
+        if img is None:   # a new image has no label yet
+            s.add(Label(image_id=new_ids[p], label=lab, source=src))
+            d.labels += 1
+        elif _upsert_label(s, img.id, lab, src):
             d.labels += 1
     return d
+
+
+def _insert_images(s, new: list[dict], new_ids: dict[str, int], by_sha: dict[str, int]) -> None:
+    """INSERT the rows of ``new`` in one statement (in their order); note their ids."""
+    if not new:
+        return
+    res = s.execute(insert(Image).returning(Image.id, sort_by_parameter_order=True), new)
+    for (i,), r in zip(res.all(), new):
+        new_ids[r["path"]] = i
+        if r["status"] == "ok":
+            by_sha[r["sha256"]] = i
+    new.clear()

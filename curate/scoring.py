@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
+from curate.data import image_batches, image_labels
 from curate.db.models import Image, Score
 from curate.provenance import utcnow
 from curate.scorer_store import load_for_scorer, load_scorer
@@ -29,7 +30,7 @@ class ScoreReport:
     batch: str | None
     alpha: float
     threshold: float
-    scores: pd.DataFrame  # rank, image_id, path, score, p_value, flagged, in_reference
+    scores: pd.DataFrame  # rank, image_id, path, batch, label, score, p_value, flagged, in_reference
 
     @property
     def n_flagged(self) -> int:
@@ -71,19 +72,35 @@ def _upsert_scores(session, scorer_id: int, df: pd.DataFrame) -> None:
 
 
 def score_images(index, scorer: str | None = None, batch: str | None = None,
-                 embeddings: str | None = None, store: bool = True) -> ScoreReport:
+                 embeddings: str | None = None, store: bool = True,
+                 ray: str | None = None) -> ScoreReport:
     """Score ok images (of ``batch``) with a stored scorer; upsert them into ``scores``.
 
-    Returns a ScoreReport whose frame is sorted most novel first.
+    Returns a ScoreReport whose frame is sorted most novel first; ``batch`` is the image's
+    ingest batch and ``label`` its current label (None when unlabelled). ``ray``: a Ray
+    cluster address or ``local`` to score row blocks on Ray (:mod:`curate.score_ray`).
     """
+    if ray is not None:
+        from curate.embed_ray import require_ray
+        require_ray()
     st = load_scorer(index, scorer)
     ids, X = load_for_scorer(index, st, embeddings, batch)
-    df = st.decide(ids, X)
+    if ray is not None:
+        from curate.score_ray import decide_on_ray
+        df = decide_on_ray(st, ids, X, ray)
+    else:
+        df = st.decide(ids, X)
     with index.session() as s:
         paths = dict(s.execute(select(Image.id, Image.path).where(Image.status == "ok")).all())
+        batches = image_batches(s, df["image_id"].tolist())
+        labels = image_labels(s)
         if store:
             _upsert_scores(s, st.id, df)
     df.insert(1, "path", [paths.get(int(i)) for i in df["image_id"]])
+    df.insert(2, "batch", pd.Series([batches.get(int(i)) for i in df["image_id"]], dtype=object,
+                                    index=df.index))
+    df.insert(3, "label", pd.Series([labels.get(int(i)) for i in df["image_id"]], dtype=object,
+                                    index=df.index))
     df = df.sort_values(["score", "image_id"], ascending=[False, True], kind="stable")
     df.insert(0, "rank", np.arange(1, len(df) + 1))
     return ScoreReport(st.name, st.id, st.embedding_set, batch, st.alpha, st.threshold,

@@ -16,7 +16,8 @@ Library API (the CLI is a thin layer over it)::
     pull_annotations(index, client, "birds", prefer="existing") -> PullReport
 
 Modules: ``labelstudio_client`` (credentials, one-line errors, projects),
-``labelstudio_config`` (labeling config XML), ``labelstudio_push``, ``labelstudio_pull``.
+``labelstudio_config`` (labeling config XML), ``labelstudio_push``, ``labelstudio_pull``,
+``labelstudio_upload`` (upload mode: the image files go into Label Studio itself).
 Tested against label-studio 1.23.2 (Community) with label-studio-sdk 2.x.
 """
 
@@ -26,12 +27,13 @@ from curate.integrations.labelstudio_config import (ConfigInfo, annotation_label
                                                     classification_config, missing_classes,
                                                     parse_config)
 from curate.integrations.labelstudio_pull import PullReport, export_tasks, pull_annotations
-from curate.integrations.labelstudio_push import (LOCAL_FILES_PREFIX, URL_MODES, PushReport,
-                                                  image_url_builder, push_selection)
+from curate.integrations.labelstudio_push import (LOCAL_FILES_PREFIX, PUSH_MODES, URL_MODES,
+                                                  PushReport, image_url_builder, push_selection)
 
 __all__ = [
     "Credentials", "credentials", "connect", "base_url", "find_project", "service",
     "ConfigInfo", "classification_config", "parse_config", "missing_classes", "annotation_label",
-    "PushReport", "push_selection", "image_url_builder", "URL_MODES", "LOCAL_FILES_PREFIX",
+    "PushReport", "push_selection", "image_url_builder", "URL_MODES", "PUSH_MODES",
+    "LOCAL_FILES_PREFIX",
     "PullReport", "pull_annotations", "export_tasks",
 ]

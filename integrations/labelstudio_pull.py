@@ -2,7 +2,8 @@
 
 Reads the project through an export snapshot (create, poll, download, delete: 4+
 requests whatever the project size; never one request per task), maps each task back
-by ``data.curate_id`` (falling back to our recorded task id), and writes one ``Label``
+by ``data.curate_id`` (falling back to our recorded task id, then to the name of a file
+curate uploaded, ``.../<hex>-curate<id>-<name>``), and writes one ``Label``
 row per image with ``source="label-studio"``:
 
 - the latest (by ``updated_at``) non-cancelled annotation wins; its choices give the
@@ -37,6 +38,7 @@ from curate.db.models import Image, Label, LabelStudioTask
 from curate.errors import CurateError, ServiceError
 from curate.integrations.labelstudio_client import base_url, find_project, service
 from curate.integrations.labelstudio_config import annotation_label, parse_config
+from curate.integrations.labelstudio_upload import image_id_of
 from curate.provenance import utcnow
 
 SOURCE = "label-studio"
@@ -169,8 +171,11 @@ def pull_annotations(index, client, project: int | str, prefer: str = "existing"
                                  .where(LabelStudioTask.project_id == pid)).all())
         mapped: dict[int, dict] = {}
         for t in tasks:
-            cid = (t.get("data") or {}).get("curate_id")
+            data = t.get("data") or {}
+            cid = data.get("curate_id")
             image_id = int(cid) if isinstance(cid, (int, str)) and str(cid).isdigit() else by_task.get(t.get("id"))
+            if image_id is None:  # a task made from a file curate uploaded (upload/<p>/<hex>-curate<id>-...)
+                image_id = next((i for v in data.values() if (i := image_id_of(v)) is not None), None)
             if image_id is None:
                 report.unmatched += 1
                 continue

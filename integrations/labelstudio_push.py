@@ -1,7 +1,11 @@
 """Push a selection to a Label Studio project: one task per image, in chunks.
 
 Each task's data carries ``image`` (URL), ``curate_id`` (our image id; annotations map
-back by it, never by order), ``curate_rank`` and ``curate_selection``. Task ids are
+back by it, never by order), ``curate_rank`` and ``curate_selection``. Images reach the
+annotators through Label Studio's local-files serving, your own server (base-url), as
+storage URIs (as-is), or uploaded into Label Studio (``upload``, zero configuration:
+:mod:`curate.integrations.labelstudio_upload`); ``auto`` uploads when no document root
+or base URL is known. Task ids are
 recorded in ``labelstudio_tasks`` and committed after every chunk, so an interrupted
 push leaves an accurate record; a rerun pushes only images without a task.
 
@@ -32,9 +36,11 @@ from curate.export import drop_missing, resolve_selection
 from curate.integrations.labelstudio_client import base_url, find_project, service
 from curate.integrations.labelstudio_config import (ConfigInfo, classification_config,
                                                     missing_classes, parse_config)
+from curate.integrations.labelstudio_upload import MAX_FILES, existing_uploads, upload_images
 
 URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 URL_MODES = ("auto", "local-files", "base-url", "as-is")
+PUSH_MODES = URL_MODES + ("upload",)  # upload: push only (export writes URLs)
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 
 
@@ -49,6 +55,8 @@ class PushReport:
     pushed: int = 0
     chunks: int = 0
     predictions: int = 0
+    mode: str = ""       # how the images are served: local-files, base-url, as-is or upload
+    uploaded: int = 0    # upload mode: files sent (files already on the server are reused)
     recovered: int = 0   # tasks found on the server that the index had not recorded
     stale: int = 0       # records dropped: their task is gone from the project
     missing: list[str] = field(default_factory=list)  # files gone since ingest: not pushed
@@ -233,6 +241,9 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
     XML, else a classification config over ``classes`` or the labels in the index).
     ``predictions``: a scorer name; its novelty score per image is sent as a prediction
     (``score``, ``model_version`` = scorer name) so annotators can sort by it.
+    ``image_url_mode``: one of :data:`PUSH_MODES` (see :func:`image_url_builder`; ``upload``
+    sends the files to Label Studio, at most 100 per request; ``auto`` = upload when
+    neither ``document_root`` nor ``image_base_url`` is given and the paths are local).
     Raises :class:`ServiceError` (after committing finished chunks) when the server fails.
     """
     if not 1 <= chunk_size <= 5000:
@@ -262,13 +273,25 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
     if not items:
         raise CurateError(f"every image of selection {sel.id} is missing on disk; nothing to push")
     paths = [p for _, _, p in items]
-    make_url, mode = image_url_builder(image_url_mode, paths, document_root, image_base_url)
-    urls = {i: make_url(p) for i, _, p in items}  # fails early on a path outside the root
+    if image_url_mode not in PUSH_MODES:
+        raise CurateError(f"unknown image URL mode {image_url_mode!r}; choose one of {', '.join(PUSH_MODES)}")
+    if (image_url_mode == "auto" and document_root is None and not image_base_url
+            and not all(URI.match(p) for p in paths)):
+        image_url_mode = "upload"  # nothing configured: Label Studio stores the files itself
+    if image_url_mode == "upload":
+        uri = next((p for p in paths if URI.match(p)), None)
+        if uri:
+            raise CurateError(f"upload mode sends local files; {uri} is a URI (use --image-url-mode as-is)")
+        mode, urls = "upload", {}
+        chunk_size = min(chunk_size, MAX_FILES)
+    else:
+        make_url, mode = image_url_builder(image_url_mode, paths, document_root, image_base_url)
+        urls = {i: make_url(p) for i, _, p in items}  # fails early on a path outside the root
     pid, title, created, info, n_server = _ensure_project(client, project, classes, explicit,
                                                           label_config, warnings)
     report = PushReport(project_id=pid, project_title=title, project_created=created,
                         selection_id=sel.id, selected=len(items) + len(gone), already_pushed=0,
-                        warnings=warnings, missing=gone)
+                        warnings=warnings, missing=gone, mode=mode)
     if mode == "local-files":
         root = Path(document_root).expanduser().resolve()
         report.server_env = {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
@@ -283,6 +306,7 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
         done = set(s.scalars(select(LabelStudioTask.image_id).where(LabelStudioTask.project_id == pid)))
         todo = [(i, r, p) for i, r, p in items if i not in done]
         report.already_pushed = len(items) - len(todo)
+        uploads = existing_uploads(client, pid) if mode == "upload" and todo and not created else {}
         scores: dict[int, float] = {}
         existing: dict[int, str] = {}
         if scorer is not None:
@@ -294,6 +318,10 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
                     Label.source != "label-studio")).all())
 
     for chunk in chunked(todo, chunk_size):
+        if mode == "upload":
+            got, sent = upload_images(client, pid, [(i, p) for i, _, p in chunk], uploads)
+            urls.update(got)
+            report.uploaded += sent
         tasks = []
         for image_id, rank, _ in chunk:
             task = {"data": {"image": urls[image_id], "curate_id": image_id,

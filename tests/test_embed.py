@@ -73,7 +73,7 @@ def test_resnet18_from_local_weights_file(sqlite_ws, image_folder, tmp_path):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"encoder": "nope"}, "unknown encoder 'nope'"),
-    ({"encoder": "resnet18"}, "needs --weights FILE"),
+    ({"encoder": "resnet18"}, "needs --weights: a torchvision name"),
     ({"encoder": "resnet18", "weights": "/no/such/file.pth"}, "weights file not found"),
     ({"model": "missing-run"}, "no model named 'missing-run'"),
     ({"encoder": "pixels-pca", "dtype": "int8"}, "unknown dtype"),

@@ -99,28 +99,72 @@ def eval_transform(image_size: int, channels: int = 3) -> Callable[[Image.Image]
                        normalize(channels)])
 
 
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view's augmentation, applied in this order: random resized crop of the base
+    image to ``size`` (area ``scale``, aspect ``ratio``; bilinear, antialiased), horizontal
+    flip (``flip_p``), colour jitter b/c/s/h in random order (``jitter_p``), random
+    grayscale (``gray_p``), Gaussian blur (``blur_p``, ``blur_kernel``, sigma ~ U(0.1, 2)),
+    solarize at 128 (``solarize_p``), then float [0, 1] and :func:`normalize`.
+    ``crop=False``: no crop and no flip (the un-augmented view at the base size).
+    :meth:`compose` is the per-image torchvision pipeline; ``BatchView``
+    (:mod:`curate.trainers.batch_augment`) applies the same to a whole batch."""
+
+    size: int
+    channels: int
+    scale: tuple[float, float] = (1.0, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.0
+    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    jitter_p: float = 0.0
+    gray_p: float = 0.0
+    blur_p: float = 0.0
+    blur_kernel: int = 3
+    solarize_p: float = 0.0
+    crop: bool = True
+
+    def compose(self) -> v2.Compose:
+        """uint8 tensor (C, S, S) -> one augmented, normalised float view (torchvision
+        ``transforms.v2``, one image at a time); the spec is kept as ``.spec``."""
+        ops: list = []
+        if self.crop:
+            ops += [v2.RandomResizedCrop(self.size, scale=self.scale, ratio=self.ratio,
+                                         antialias=True),
+                    v2.RandomHorizontalFlip(self.flip_p)]
+        if self.jitter_p > 0:
+            ops.append(v2.RandomApply([v2.ColorJitter(*self.jitter)], p=self.jitter_p))
+        if self.gray_p > 0:
+            ops.append(v2.RandomGrayscale(self.gray_p))
+        if self.blur_p > 0:
+            ops.append(v2.RandomApply([v2.GaussianBlur(self.blur_kernel, sigma=(0.1, 2.0))],
+                                      p=self.blur_p))
+        if self.solarize_p > 0:
+            ops.append(v2.RandomSolarize(threshold=128, p=self.solarize_p))
+        ops += [v2.ToDtype(torch.float32, scale=True), normalize(self.channels)]
+        out = v2.Compose(ops)
+        out.spec = self
+        return out
+
+
+def view_spec(p: Preset, size: int | None = None, scale: tuple[float, float] | None = None,
+              blur_p: float | None = None, solarize_p: float = 0.0,
+              mild: bool = False) -> ViewSpec:
+    """The :class:`ViewSpec` of one view under preset ``p`` (see the module table)."""
+    size = size or p.image_size
+    if mild:
+        return ViewSpec(size, p.channels, scale=(0.85, 1.0), ratio=(0.9, 1.1), flip_p=p.flip_p)
+    bp = p.blur_p if blur_p is None else blur_p
+    return ViewSpec(size, p.channels, scale=scale or p.crop_scale, flip_p=p.flip_p,
+                    jitter=p.jitter, jitter_p=0.8, gray_p=p.gray_p, blur_p=bp,
+                    blur_kernel=3 if size <= 64 else 2 * (size // 20) + 1,
+                    solarize_p=solarize_p)
+
+
 def view_augment(p: Preset, size: int | None = None, scale: tuple[float, float] | None = None,
                  blur_p: float | None = None, solarize_p: float = 0.0,
                  mild: bool = False) -> v2.Compose:
     """uint8 tensor (C, S, S) -> one augmented, normalised float view (C, size, size)."""
-    size = size or p.image_size
-    if mild:
-        ops = [v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
-               v2.RandomHorizontalFlip(p.flip_p)]
-    else:
-        ops = [v2.RandomResizedCrop(size, scale=scale or p.crop_scale, antialias=True),
-               v2.RandomHorizontalFlip(p.flip_p),
-               v2.RandomApply([v2.ColorJitter(*p.jitter)], p=0.8)]
-        if p.gray_p > 0:
-            ops.append(v2.RandomGrayscale(p.gray_p))
-        bp = p.blur_p if blur_p is None else blur_p
-        if bp > 0:
-            k = 3 if size <= 64 else 2 * (size // 20) + 1
-            ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=(0.1, 2.0))], p=bp))
-        if solarize_p > 0:
-            ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))
-    ops += [v2.ToDtype(torch.float32, scale=True), normalize(p.channels)]
-    return v2.Compose(ops)
+    return view_spec(p, size, scale, blur_p, solarize_p, mild).compose()
 
 
 # ---------------------------------------------------------------- shifting transforms
@@ -192,9 +236,21 @@ class Views:
 
     def __init__(self, image_size: int, augs: Sequence[Callable],
                  negatives: Callable[[torch.Tensor], list[torch.Tensor]] | None = None):
+        self.image_size, self.augs = int(image_size), list(augs)
         self.base = base_transform(image_size)
-        self.multi = MultiViewTransform(list(augs))
+        self.multi = MultiViewTransform(self.augs)
         self.negatives = negatives
+
+    def batched(self):
+        """The same views for whole uint8 batches of base images (a
+        :class:`curate.trainers.batch_augment.BatchViews`), or None when a view has no
+        :class:`ViewSpec` or there are negatives (those run one image at a time)."""
+        specs = [getattr(a, "spec", None) for a in self.augs]
+        if self.negatives is not None or not specs or any(s is None for s in specs):
+            return None
+        from curate.trainers.batch_augment import BatchViews
+
+        return BatchViews(specs)
 
     def __call__(self, img: Image.Image) -> list[torch.Tensor]:
         x = self.base(img)

@@ -12,10 +12,11 @@
 |             |      |          | inputs of another size are resized to the built size     |
 
 The default (``default_backbone(image_size)``) is ``small-cnn`` up to 64 px and
-``resnet18`` above. Weights come from a local file only (a torchvision state dict, a
-checkpoint holding ``state_dict``/``model``, or a curate checkpoint whose keys start
-with ``backbone.``); a 3-channel first convolution is summed to 1 channel for
-grayscale. Cost per image: small-cnn at 32 px ~ 40 MFLOPs; resnet18 with the small
+``resnet18`` above. Weights: a local file (a torchvision state dict, a checkpoint
+holding ``state_dict``/``model``, or a curate checkpoint whose keys start with
+``backbone.``) or, for resnet18/resnet50, a torchvision weights name (``DEFAULT``,
+``IMAGENET1K_V1``; :mod:`curate.encoders.weights`); a 3-channel first convolution is
+summed to 1 channel for grayscale. Cost per image: small-cnn at 32 px ~ 40 MFLOPs; resnet18 with the small
 stem at 32 px ~ 0.56 GFLOPs; resnet50 ~ 1.3 GFLOPs; vit-s/4 at 32 px ~ 1.4 GFLOPs.
 """
 
@@ -182,5 +183,7 @@ def build_backbone(name: str, channels: int = 3, image_size: int = 32,
                           f"(minimum {min_size} px)")
     net, dim = build(channels, int(image_size))
     if weights is not None:
-        load_backbone_weights(net, weights)
+        from curate.encoders.weights import resolve_weights
+
+        load_backbone_weights(net, resolve_weights(name, weights))
     return net, dim

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-from lightly.utils.scheduler import CosineWarmupScheduler
+from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import nn
 
 from curate.errors import CurateError
@@ -58,6 +58,7 @@ class TrainModule(L.LightningModule):
     lr_scaled = False  # lr = default_lr * batch_size / 256
     default_weight_decay = 1e-4
     needs_labels = False
+    cpu_tuning = True  # CPU speed knobs in on_fit_start (False: off, for benchmarks)
 
     def __init__(self, backbone: str | None = None, image_size: int = 32, channels: int = 3,
                  weights: str | Path | None = None, lr: float | None = None,
@@ -135,9 +136,35 @@ class TrainModule(L.LightningModule):
         """Every hyper-parameter, JSON-ready, for TrainingRun.params."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(self.hparams).items()}
 
+    def on_fit_start(self):
+        """On CPU: channels-last weights and freed buffers kept for the next step
+        (:mod:`curate.trainers.cpu`; the batched pipelines feed channels-last views)."""
+        if self.device.type == "cpu" and self.cpu_tuning:
+            from curate.trainers.cpu import keep_freed_memory
+
+            self.to(memory_format=torch.channels_last)
+            self._kept_memory = keep_freed_memory(True)
+
+    def on_fit_end(self):
+        if getattr(self, "_kept_memory", False):
+            from curate.trainers.cpu import keep_freed_memory
+
+            self._kept_memory = not keep_freed_memory(False)
+
     # ------------------------------------------------------------ helpers
     def total_steps(self) -> int:
-        """Optimizer steps of the whole fit (1 without a Trainer)."""
+        """Horizon of the step schedules: ``planned_steps`` when a time budget set it
+        (:mod:`curate.trainers.schedule`), else :meth:`epoch_horizon`."""
+        planned = getattr(self, "planned_steps", None)
+        return max(1, int(planned)) if planned else self.epoch_horizon()
+
+    def momentum(self, start: float) -> float:
+        """EMA momentum now: cosine from ``start`` to 1 over :meth:`total_steps`."""
+        total = self.total_steps()
+        return cosine_schedule(min(int(self.global_step), total - 1), total, start, 1.0)
+
+    def epoch_horizon(self) -> int:
+        """Optimizer steps of the whole fit from epochs/max_steps (1 without a Trainer)."""
         t = self._trainer
         if t is None:
             return 1

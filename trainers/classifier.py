@@ -1,7 +1,7 @@
 """``classifier``: the supervised baseline of paper 000 (labels from the index).
 
 A backbone (``--backbone``: small-cnn, resnet18, resnet50, vit-s; ImageNet-style
-weights from a local file with ``--weights``) with a new linear head over the classes,
+weights from a local file or a torchvision name with ``--weights``) with a new linear head over the classes,
 cross-entropy, SGD with momentum (0.9). ``--mode fine-tune`` trains everything;
 ``--mode linear-probe`` ("feature extraction" in 000) freezes the backbone (also its
 BatchNorm statistics) and trains the head only -- meaningful with ``--weights`` (a
@@ -77,6 +77,7 @@ class Classifier(TrainModule):
         return self.opts["mode"] == "linear-probe"
 
     def on_fit_start(self):
+        super().on_fit_start()
         if self._frozen() and not self.hparams.weights and self.global_step == 0:
             warnings.warn("linear-probe without --weights trains a head on random features",
                           stacklevel=1)

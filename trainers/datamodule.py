@@ -17,6 +17,15 @@ score (thesis 003 §3.4, ``curate tune-scorer``); ``split_ids`` holds the traine
 held-out image ids (written next to the run by :func:`curate.trainers.run.fit_run`).
 With ``knn_holdout > 0`` a stratified split of the remaining labelled images is also
 kept out of training, for the k-NN monitor.
+
+Pipelines (``pipeline()``): when every view has a ``ViewSpec`` (SimCLR, MoCo, DINO,
+autoencoder, ...) and no trainer dataset hook is set, the loader yields uint8 base
+images (B, C, S, S) and the views are made per batch after the transfer to the device
+(:mod:`curate.trainers.batch_augment`; on CPU in channels-last layout): ``batched-cache``
+reads them from the decoded-image cache (:mod:`curate.trainers.cache`, ``cache_dir``;
+in memory for an ``ArraySource``), ``batched`` decodes them per batch (no cache folder,
+or a set larger than the cache limit). Otherwise (``per-image``, or ``batched=False``)
+each image's views are made one at a time in the loader (:class:`ViewDataset`).
 """
 
 from __future__ import annotations
@@ -87,6 +96,34 @@ class ViewDataset(torch.utils.data.Dataset):
         return self.view_fn(img), int(self.labels[i])
 
 
+class BaseDataset(torch.utils.data.Dataset):
+    """Item i: ``(uint8 base image (C, S, S), label)``, decoded now; None if unreadable."""
+
+    def __init__(self, source, image_size: int, labels: np.ndarray):
+        from curate.trainers.augment import base_transform
+
+        self.source, self.base, self.labels = source, base_transform(image_size), labels
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        img = self.source.load(i)
+        return None if img is None else (self.base(img), int(self.labels[i]))
+
+
+def _batch_as_is(batch):
+    return batch
+
+
+def collate_base(items):
+    """Stack base images -> (uint8 (B, C, S, S), int64[B]); drops None items."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    return torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items], dtype=torch.long)
+
+
 def collate_views(items):
     """Stack view j of every item -> list of (B, C, s_j, s_j); labels -> int64[B]."""
     items = [it for it in items if it is not None]
@@ -150,7 +187,8 @@ class ImageDataModule(L.LightningDataModule):
                  batch_size: int = 256, num_workers: int | None = None,
                  knn_reference=None, knn_holdout=None, eval_fn: Callable | None = None,
                  sampler_fn: Callable | None = None, data_info: dict | None = None,
-                 classes: list[str] | None = None):
+                 classes: list[str] | None = None, cache_dir: Path | str | None = None,
+                 batched: bool = True):
         super().__init__()
         if len(source) < 2:
             raise CurateError(f"training needs at least 2 images, got {len(source)}")
@@ -163,6 +201,9 @@ class ImageDataModule(L.LightningDataModule):
         self.sampler_fn, self.classes = sampler_fn, classes or []
         self.data_info = dict(data_info or {}, images=len(source))
         self.split_ids: dict[str, np.ndarray] | None = None  # set by from_index
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.batch_views = view_fn.batched() if batched and hasattr(view_fn, "batched") else None
+        self._cached: Any = None  # CachedImages, False (no cache) or None (not looked up)
 
     @classmethod
     def from_index(cls, index, view_fn: Callable, image_size: int, channels: int = 3,
@@ -220,9 +261,10 @@ class ImageDataModule(L.LightningDataModule):
         """Write ``split_ids`` to ``folder/split.npz`` (``train_ids``, ``holdout_ids``;
         temporary file + rename) and return ``data_info`` with the file's path and the
         ids' hashes (:func:`curate.scorer_store.ids_hash`) under ``holdout_split``; read
-        back by :func:`curate.scorer_tuning.run_split`. No split: ``data_info`` as is."""
+        back by :func:`curate.scorer_tuning.run_split`. No split: ``data_info`` as is. Both
+        with :meth:`input_record` (the pipeline as planned; the run's end records it again)."""
         if self.split_ids is None:
-            return dict(self.data_info)
+            return dict(self.data_info, **self.input_record())
         from curate.scorer_store import ids_hash as short_hash
 
         path = Path(folder) / "split.npz"
@@ -233,7 +275,59 @@ class ImageDataModule(L.LightningDataModule):
         split = dict(self.data_info["holdout_split"], path=str(path),
                      train_ids_hash=short_hash(self.split_ids["train"]),
                      holdout_ids_hash=short_hash(self.split_ids["holdout"]))
-        return dict(self.data_info, holdout_split=split)
+        return dict(self.data_info, holdout_split=split, **self.input_record())
+
+    # ------------------------------------------------------------ pipelines
+    def pipeline(self) -> str:
+        """``batched-cache``, ``batched`` or ``per-image`` (module docstring)."""
+        if self.batch_views is None or getattr(self, "dataset_fn", None) is not None:
+            return "per-image"
+        if isinstance(self.source, RecordSource) and self.cache_dir is None:
+            return "batched"
+        if self._cached is False:
+            return "batched"
+        return "batched-cache"
+
+    def input_record(self) -> dict:
+        """What fed the run, for its record: ``pipeline`` and, with the cache, its file
+        and the number of unreadable images left out."""
+        out = {"pipeline": self.pipeline()}
+        out.update({k: self.data_info[k] for k in ("cache", "unreadable") if k in self.data_info})
+        return out
+
+    def prepare_data(self):
+        """Build the decoded-image cache (once per node, before the loaders)."""
+        if self.pipeline() == "batched-cache":
+            self._base_images()
+
+    def _base_images(self):
+        from curate.trainers import cache
+
+        if self._cached is None:
+            size = self.view_fn.image_size
+            if isinstance(self.source, RecordSource):
+                path = cache.ensure_cache(self.source, size, self.cache_dir, self.num_workers)
+                self._cached = cache.open_cache(path) if path is not None else False
+                if path is not None:
+                    self.data_info.update(cache=str(path), unreadable=len(self.source) - len(self._cached))
+            else:
+                self._cached = cache.array_images(self.source, size)
+        return self._cached or None
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """Batched pipelines: uint8 base images -> the method's views, on the device;
+        random parameters from a generator seeded by torch's seed and the rank."""
+        if batch is None or self.batch_views is None or not torch.is_tensor(batch[0]):
+            return batch
+        x, y = batch
+        if getattr(self, "_generator", None) is None:  # seeded (seed_everything), one per rank
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            self._generator = torch.Generator().manual_seed(
+                (torch.initial_seed() + 1_000_003 * (rank + 1)) % 2**63)
+        views = self.batch_views(x, self._generator)
+        if x.device.type == "cpu":
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return views, y
 
     def effective_batch_size(self, world_size: int = 1) -> int:
         """``batch_size`` capped so that every rank gets at least one full batch."""
@@ -244,14 +338,24 @@ class ImageDataModule(L.LightningDataModule):
         bs = self.effective_batch_size(world)
         if bs < 2:
             raise CurateError(f"{len(self.source)} images are too few for {world} processes")
-        # hook: a trainer may set ``dataset_fn(source, view_fn, labels)`` (siamese pairs)
-        make = getattr(self, "dataset_fn", None) or ViewDataset
-        ds = make(self.source, self.view_fn, self.labels)
-        sampler = self.sampler_fn(self.labels) if self.sampler_fn else None
+        labels = np.full(len(self.source), -1, np.int64) if self.labels is None else self.labels
+        workers, collate = self.num_workers, collate_views
+        kind = self.pipeline()
+        cached = self._base_images() if kind == "batched-cache" else None
+        if cached is not None:  # memory-mapped uint8 batches: no worker processes needed
+            from curate.trainers.cache import CachedDataset
+
+            ds, workers, collate = CachedDataset(cached, labels), 0, _batch_as_is
+            labels = ds.labels
+        elif kind != "per-image":
+            ds, collate = BaseDataset(self.source, self.view_fn.image_size, labels), collate_base
+        else:  # hook: a trainer may set ``dataset_fn(source, view_fn, labels)`` (siamese pairs)
+            make = getattr(self, "dataset_fn", None) or ViewDataset
+            ds = make(self.source, self.view_fn, self.labels)
+        sampler = self.sampler_fn(labels) if self.sampler_fn else None
         return torch.utils.data.DataLoader(
             ds, batch_size=bs, shuffle=sampler is None, sampler=sampler, drop_last=True,
-            num_workers=self.num_workers, collate_fn=collate_views,
-            persistent_workers=self.num_workers > 0)
+            num_workers=workers, collate_fn=collate, persistent_workers=workers > 0)
 
 
 def folder_records(folder: Path | str) -> list[ImageRecord]:

@@ -14,8 +14,8 @@ from 0.055 for CIFAR10 / 0.050 for CIFAR100 to 0.01; "tau_t = 0.01 and tau_s = 0
 Defaults here: ``warmup_teacher_temp`` 0.04 at epoch 0, falling linearly once per
 epoch to ``teacher_temp`` 0.01 at the last planned epoch
 (``warmup_teacher_temp_epochs`` unset = every epoch of the run, planned from
-``--epochs``/``--max-steps``; a ``--max-minutes`` stop ends the run before the end
-value); ``warmup_teacher_temp_epochs N`` reaches it after N epochs, 0 = constant
+``--epochs``/``--max-steps``, or from the time budget with ``--max-minutes``:
+:mod:`curate.trainers.schedule`); ``warmup_teacher_temp_epochs N`` reaches it after N epochs, 0 = constant
 ``teacher_temp``. :meth:`DINO.teacher_temperature` gives the value for an epoch.
 
 ``dino-neg`` adds negatives: a shifting transform R (``--neg-shift``, see
@@ -50,7 +50,6 @@ import torch.nn.functional as F
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 
 from curate.errors import CurateError
 from curate.trainers.augment import SHIFTS, NegativeViews, Views, base_transform, dino_augs
@@ -161,7 +160,7 @@ class DINO(TrainModule):
 
     def positive_loss(self, views):
         g = self.opts["global_crops"]
-        m = cosine_schedule(self.global_step, self.total_steps(), self.opts["momentum"], 1.0)
+        m = self.momentum(self.opts["momentum"])
         update_momentum(self.student_backbone, self.teacher_backbone, m=m)
         update_momentum(self.student_head, self.teacher_head, m=m)
         with torch.no_grad():

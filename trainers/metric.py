@@ -43,11 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from curate.data import collate_skip_missing
 from curate.errors import CurateError
-from curate.trainers.augment import Views, normalize, single_mild_view
+from curate.trainers.augment import Views, ViewSpec, single_mild_view
 from curate.trainers.base import Option, TrainModule, forward_views, make_optimizers, register
 from curate.trainers.heads import EmbeddingHead, pack
 from curate.trainers.metric_losses import contrastive_loss
@@ -63,8 +62,7 @@ def head_options(dim: int) -> tuple[Option, ...]:
 
 def plain_views(image_size: int, channels: int) -> Views:
     """One un-augmented view: the eval transform (resize, centre crop, normalise)."""
-    return Views(image_size, [v2.Compose([v2.ToDtype(torch.float32, scale=True),
-                                          normalize(channels)])])
+    return Views(image_size, [ViewSpec(image_size, channels, crop=False).compose()])
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -249,6 +247,7 @@ class Contrastive(MetricModule):
         self._pairs_epoch = epoch
 
     def on_fit_start(self):
+        super().on_fit_start()
         if self.opts["pairs"] == "knn" or self.current_epoch != self._pairs_epoch:
             self.refresh_pairs(self.current_epoch)
 

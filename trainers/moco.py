@@ -25,7 +25,6 @@ from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import (batch_shuffle, batch_shuffle_distributed, batch_unshuffle,
                                   batch_unshuffle_distributed, deactivate_requires_grad,
                                   update_momentum)
-from lightly.utils.scheduler import cosine_schedule
 
 from curate.trainers.augment import two_views
 from curate.trainers.base import Option, TrainModule, register
@@ -87,7 +86,7 @@ class MoCo(TrainModule):
         if batch is None:
             return None
         (x_q, x_k), _ = batch[0][:2], batch[1]
-        m = cosine_schedule(self.global_step, self.total_steps(), self.opts["momentum"], 1.0)
+        m = self.momentum(self.opts["momentum"])
         update_momentum(self.backbone, self.backbone_momentum, m=m)
         update_momentum(self.projection_head, self.projection_head_momentum, m=m)
         q = self.forward(x_q)

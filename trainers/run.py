@@ -26,14 +26,13 @@ the method's module (``TRAINERS``) and the :class:`ImageDataModule`, and calls
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import pkgutil
 import re
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import lightning as L
 import torch
@@ -46,11 +45,15 @@ from curate.errors import CurateError
 from curate.provenance import sha256_file, utcnow, versions
 from curate.trainers import TRAINERS
 from curate.trainers.encoder import atomic_torch_save, export_encoder
+from curate.trainers.progress import (ProgressReporter, TrainProgress, lightning_output,  # noqa: F401
+                                      quiet_lightning)  # quiet_lightning: re-exported for tests
+from curate.trainers.schedule import BudgetSchedule, schedule_record
 
 RUN_ENV = "CURATE_TRAIN_RUN"
 RUNTIME = ("devices", "num_nodes", "strategy", "accelerator", "max_minutes", "num_workers",
            "progress", "checkpoint_every")
-_NOT_METHODS = {"run", "base", "backbones", "augment", "datamodule", "encoder", "knn_monitor"}
+_NOT_METHODS = {"run", "base", "backbones", "augment", "datamodule", "encoder", "knn_monitor",
+                "progress", "cache", "batch_augment", "schedule"}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
@@ -188,18 +191,29 @@ def check_checkpoint(path: Path) -> None:
         raise CurateError(f"checkpoint {path} is not a Lightning training checkpoint")
 
 
-def fit_run(index, ws, module, datamodule, *, method: str, params: dict[str, Any],
-            name: str | None = None, resume: bool = False, epochs: int = 100,
-            max_steps: int = -1, max_minutes: float | None = None, devices: Any = "auto",
-            num_nodes: int = 1, strategy: str = "auto", accelerator: str = "auto",
-            precision: str = "32-true", seed: int = 0, checkpoint_every: int = 100,
-            progress: bool = True, callbacks: Sequence = (), knn_k: int = 10,
-            trainer_kwargs: dict | None = None) -> TrainingRun | None:
+def fit_run(index, ws, module, datamodule, *, verbose: bool = False,
+            **kwargs) -> TrainingRun | None:
     """Fit ``module`` on ``datamodule`` as a recorded run; see the module docstring.
 
+    Keyword arguments as :func:`_fit_run`. Lightning's informational output (device
+    banners, tips) is silenced unless ``verbose`` (:func:`lightning_output`).
     Returns the finished TrainingRun (global rank 0) or None (other ranks).
     Raises CurateError for user errors (bad name, unreadable checkpoint, bad devices).
     """
+    with lightning_output(verbose):
+        return _fit_run(index, ws, module, datamodule, **kwargs)
+
+
+def _fit_run(index, ws, module, datamodule, *, method: str, params: dict[str, Any],
+             name: str | None = None, resume: bool = False, epochs: int = 100,
+             max_steps: int = -1, max_minutes: float | None = None, devices: Any = "auto",
+             num_nodes: int = 1, strategy: str = "auto", accelerator: str = "auto",
+             precision: str = "32-true", seed: int = 0, checkpoint_every: int = 100,
+             progress: bool = True, callbacks: Sequence = (), knn_k: int = 10,
+             trainer_kwargs: dict | None = None,
+             on_progress: Callable[[TrainProgress], None] | None = None) -> TrainingRun | None:
+    """``progress``: Lightning's own bar; ``on_progress``: curate's reports instead
+    (:class:`TrainProgress`, e.g. drawn by the CLI as a rich bar)."""
     if _is_child():
         name = os.environ.get(RUN_ENV) or name
     if name is None:
@@ -227,6 +241,11 @@ def fit_run(index, ws, module, datamodule, *, method: str, params: dict[str, Any
 
         cbs.append(KNNMonitor(datamodule.knn_reference, datamodule.knn_holdout,
                               datamodule.eval_fn, k=knn_k))
+    if on_progress is not None:
+        cbs.append(ProgressReporter(on_progress, max_minutes=max_minutes))
+        progress = False
+    if max_minutes:  # schedules laid over the time budget
+        cbs.append(BudgetSchedule(max_minutes))
     t0 = time.time()
     recorder = _Recorder(None, 0, t0)
     multi = (num_nodes or 1) > 1 or devices not in ("auto", 1, "1", None)
@@ -290,7 +309,8 @@ def fit_run(index, ws, module, datamodule, *, method: str, params: dict[str, Any
     return _finish(index, run_id, "finished", prev_wall + time.time() - t0,
                    model=(rundir / "encoder.pt", model_params),
                    extra={"steps": trainer.global_step, "epochs_done": trainer.current_epoch,
-                          "stopped_by": stopped})
+                          "stopped_by": stopped, "schedule": schedule_record(module, cbs),
+                          **datamodule.input_record()})
 
 
 def _finish(index, run_id: int, status: str, wall: float, model=None, extra=None) -> TrainingRun:
@@ -319,14 +339,20 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
           strategy: str | None = None, accelerator: str | None = None,
           num_workers: int | None = None, progress: bool | None = None,
           checkpoint_every: int | None = None, callbacks: Sequence = (),
-          **options) -> TrainingRun | None:
+          on_progress: Callable[[TrainProgress], None] | None = None, verbose: bool = False,
+          compare: bool = True, **options) -> TrainingRun | None:
     """Train ``method`` (``TRAINERS``) on the ok images of ``batch`` (or all) and record it.
 
     ``options`` are the method's own hyper-parameters (``TRAINERS.get(m).OPTIONS``).
     ``channels``/``image_size`` default to the data (grayscale -> 1; median shorter
     side clamped to [16, 224]). ``holdout_fraction`` of the images (seeded) are never
     trained on; their ids are stored with the run (``data["holdout_split"]``) for
-    ``tune-scorer``. Returns the finished TrainingRun (None on DDP ranks > 0).
+    ``tune-scorer``. ``weights``: a file or a torchvision name (``DEFAULT``, ...).
+    ``on_progress`` receives :class:`TrainProgress` reports (instead of Lightning's bar);
+    Lightning's banners and tips are silenced unless ``verbose``. ``compare``: end with the
+    short comparison against pixels-pca on the held-out images, stored in
+    ``data["comparison"]`` (:func:`curate.compare_training.compare_and_record`).
+    Returns the finished TrainingRun (None on DDP ranks > 0).
     """
     load_methods()
     runtime = dict(devices=devices, num_nodes=num_nodes, strategy=strategy,
@@ -348,8 +374,15 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
         if channels is None or image_size is None:
             c, s = data_defaults(index, batch)
             channels, image_size = channels or c, image_size or s
+        if weights:  # a file, or a torchvision name (DEFAULT, ...) -> its cached file
+            from curate.encoders.weights import resolve_weights, weights_name
+            from curate.trainers.backbones import default_backbone
+
+            named = weights_name(weights)
+            weights = resolve_weights(backbone or default_backbone(int(image_size)), weights)
         args = dict(batch=batch, backbone=backbone, image_size=int(image_size),
                     channels=int(channels), weights=str(weights) if weights else None,
+                    **({"weights_name": named} if weights and named else {}),
                     epochs=int(epochs), batch_size=int(batch_size), lr=lr,
                     weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs,
                     max_steps=int(max_steps), precision=str(precision), seed=int(seed),
@@ -363,8 +396,6 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
             raise CurateError(f"--image-size {image_size} is out of range (8-1024 px)")
         if epochs < 1:
             raise CurateError("--epochs must be at least 1")
-        if weights and not Path(weights).is_file():
-            raise CurateError(f"weights file not found: {weights}")
     ckpt_exists = resume and (Path(ws.models_dir) / name / "checkpoints" / "last.ckpt").exists()
     L.seed_everything(args["seed"], workers=True, verbose=False)
     cls = TRAINERS.get(method)
@@ -386,22 +417,30 @@ def train(index, ws, method: str | None = None, *, resume: str | None = None,
         holdout_fraction=args.get("holdout_fraction", 0.0),  # runs from before: none
         batch_size=args["batch_size"], num_workers=args.get("num_workers"),
         sampler_fn=getattr(module, "train_sampler", None),
-        labelled_only=bool(getattr(module, "needs_labels", False)))
+        labelled_only=bool(getattr(module, "needs_labels", False)),
+        cache_dir=Path(ws.data_dir) / "cache")  # decoded images (curate.trainers.cache)
     dm.data_info.update(aux_info)
     params = {"args": args}
-    return fit_run(index, ws, module, dm, method=method, params=params, name=name or args.get("name"),
-                   resume=bool(resume), epochs=args["epochs"], max_steps=args["max_steps"],
-                   max_minutes=args.get("max_minutes"), devices=args.get("devices") or "auto",
-                   num_nodes=args.get("num_nodes") or 1, strategy=args.get("strategy") or "auto",
-                   accelerator=args.get("accelerator") or "auto", precision=args["precision"],
-                   seed=args["seed"],
-                   checkpoint_every=100 if args.get("checkpoint_every") is None else args["checkpoint_every"],
-                   progress=True if args.get("progress") is None else args["progress"],
-                   callbacks=callbacks)
+    run = fit_run(index, ws, module, dm, method=method, params=params, name=name or args.get("name"),
+                  resume=bool(resume), epochs=args["epochs"], max_steps=args["max_steps"],
+                  max_minutes=args.get("max_minutes"), devices=args.get("devices") or "auto",
+                  num_nodes=args.get("num_nodes") or 1, strategy=args.get("strategy") or "auto",
+                  accelerator=args.get("accelerator") or "auto", precision=args["precision"],
+                  seed=args["seed"],
+                  checkpoint_every=100 if args.get("checkpoint_every") is None else args["checkpoint_every"],
+                  progress=True if args.get("progress") is None else args["progress"],
+                  callbacks=callbacks, on_progress=on_progress, verbose=verbose)
+    if compare and run is not None and run.status == "finished":  # the new encoder vs pixels-pca
+        from curate.compare_training import compare_and_record
+
+        run = compare_and_record(index, ws, run)
+    return run
 
 
 def quick_demo_train(index, ws, seconds: float = 15.0, image_size: int = 16,
-                     threads: int | None = 1, epochs: int = 4) -> str:
+                     threads: int | None = 1, epochs: int = 4,
+                     on_progress: Callable[[TrainProgress], None] | None = None,
+                     verbose: bool = False) -> str:
     """Train a small SimCLR encoder (small-cnn, ``image_size`` px) for ~``seconds`` on all
     ok images, for ``curate demo``; returns the Model name (usable by ``embed --model``).
 
@@ -415,18 +454,9 @@ def quick_demo_train(index, ws, seconds: float = 15.0, image_size: int = 16,
         run = train(index, ws, "simclr", name=_unique_name(index, "demo-simclr"),
                     backbone="small-cnn", image_size=image_size, batch_size=128, epochs=epochs,
                     max_minutes=seconds / 60.0, num_workers=0, progress=False, devices=1,
-                    accelerator="cpu", checkpoint_every=0, warmup_epochs=1, temperature=0.1)
+                    accelerator="cpu", checkpoint_every=0, warmup_epochs=1, temperature=0.1,
+                    on_progress=on_progress, verbose=verbose)
     finally:
         torch.set_num_threads(old)
     return run.name
 
-
-def quiet_lightning() -> None:
-    """Hide Lightning's info banners (GPU available..., tips); warnings still show."""
-    import warnings
-
-    for n in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(n).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*dataloader is not resumable.*")

@@ -46,11 +46,13 @@ class CurateGroup(click.Group):
               help="Workspace folder (default: search upwards from the current folder).")
 @click.option("--db", envvar="CURATE_DB", metavar="URL",
               help="Index database URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the workspace).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also show the libraries' own output (Lightning's device banners and tips).")
 @click.version_option(package_name="curate")
 @click.pass_context
-def main(ctx: click.Context, workspace: str | None, db: str | None) -> None:
+def main(ctx: click.Context, workspace: str | None, db: str | None, verbose: bool) -> None:
     """curate: ingest images, build latent spaces, select what to label, score novelty."""
-    ctx.obj = Context(workspace=workspace, db=db)
+    ctx.obj = Context(workspace=workspace, db=db, verbose=verbose)
     ctx.call_on_close(ctx.obj.close)
 
 

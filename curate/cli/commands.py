@@ -9,10 +9,12 @@ _MODULES = [
     "curate.cli.train",
     "curate.cli.select",
     "curate.cli.simulate",
+    "curate.cli.compare",
     "curate.cli.novelty",
     "curate.cli.demo",
     "curate.cli.labelstudio",
     "curate.cli.plot",
+    "curate.cli.report",
 ]
 
 COMMANDS = [cmd for name in _MODULES for cmd in import_module(name).COMMANDS]

@@ -16,9 +16,10 @@ from curate.workspace import Workspace, find_workspace
 
 
 class Context:
-    def __init__(self, workspace: str | None = None, db: str | None = None):
+    def __init__(self, workspace: str | None = None, db: str | None = None, verbose: bool = False):
         self._workspace_arg = workspace
         self.db = db
+        self.verbose = verbose
         self._ws: Workspace | None = None
         self._index = None
         self.console = Console(stderr=False, highlight=False, soft_wrap=True)
@@ -88,3 +89,47 @@ def progress_bar(ctx: Context, label: str, quiet: bool = False):
             prog.update(task, completed=done, total=total)
 
         yield cb
+
+
+class _EtaColumn(TimeRemainingColumn):
+    """Rich's time remaining, or the task's own ``eta`` field (seconds) when it has one."""
+
+    def render(self, task):
+        eta = task.fields.get("eta")
+        if eta is None:
+            return super().render(task)
+        from rich.text import Text
+
+        m, sec = divmod(int(round(eta)), 60)
+        return Text(f"{m // 60}:{m % 60:02d}:{sec:02d}", style="progress.remaining")
+
+
+@contextlib.contextmanager
+def stage_progress(ctx: Context, quiet: bool = False):
+    """Yield ``callback(stage, done, total, info="", eta=None)``: one rich bar per stage
+    (ingest, train, embed, ...) on stderr, with an info text (train: epoch, loss, img/s)
+    and the ETA (given, else rich's estimate). Finished bars stay; nothing when quiet."""
+    if quiet:
+        yield None
+        return
+    with Progress(TextColumn("{task.description:<6}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), _EtaColumn(), TextColumn("{task.fields[info]}"),
+                  console=ctx.err) as prog:
+        tasks: dict[str, int] = {}
+
+        def cb(stage: str, done: int, total: int | None, info: str = "", eta: float | None = None):
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total, info=info, eta=eta)
+            prog.update(tasks[stage], completed=done, total=total, info=info, eta=eta)
+
+        yield cb
+
+
+def train_reporter(cb):
+    """A ``TrainProgress`` callback drawing on ``cb`` from :func:`stage_progress`."""
+    if cb is None:
+        return None
+
+    def report(p) -> None:
+        cb("train", p.step, p.total_steps, p.describe(), p.eta_s)
+    return report

@@ -17,6 +17,7 @@ from curate.cli.context import Context, pass_ctx
 from curate.export import EXPORT_FORMATS, FORMATS, selection_frame, write_labelstudio_json, write_selection
 
 URL_MODES = ("auto", "local-files", "base-url", "as-is")
+PUSH_MODES = URL_MODES + ("upload",)
 
 
 def _document_root(ctx: Context, given: str | None) -> str | None:
@@ -30,17 +31,30 @@ def _client(ctx: Context, url: str | None):
     return connect(credentials(ctx.workspace, url=url))
 
 
-def _url_options(f):
+def _url_options(f, push: bool = False):
     f = click.option("--image-base-url", metavar="URL",
                      help="Serve images yourself: task URL = URL/<path relative to --document-root>.")(f)
     f = click.option("--document-root", type=click.Path(file_okay=False),
                      help="Folder image paths are made relative to (local-files, base-url). Default: "
                           "[labelstudio] document_root, else $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT.")(f)
+    if push:
+        f = click.option("--image-url-mode", type=click.Choice(PUSH_MODES), default="auto",
+                         show_default=True,
+                         help="upload: send the image files to Label Studio (no server settings; "
+                              "small sets); local-files: Label Studio serves them from its document "
+                              "root (/data/local-files/?d=...); base-url: --image-base-url; as-is: "
+                              "paths/URIs (s3://, gs://) unchanged; auto: as-is for URIs, base-url if "
+                              "given, local-files if a document root is known, else upload.")(f)
+        return f
     f = click.option("--image-url-mode", type=click.Choice(URL_MODES), default="auto", show_default=True,
                      help="local-files: Label Studio serves the files (/data/local-files/?d=...); "
                           "base-url: --image-base-url; as-is: paths/URIs (s3://, gs://) unchanged; "
                           "auto: as-is for URIs, base-url if given, else local-files.")(f)
     return f
+
+
+def _push_url_options(f):
+    return _url_options(f, push=True)
 
 
 @click.group("push")
@@ -54,7 +68,7 @@ def push() -> None:
 @click.option("--classes", help="Comma-separated classes for a new project (default: labels in the index).")
 @click.option("--label-config", type=click.Path(dir_okay=False, exists=True),
               help="Labeling config XML for a new project (needs <Image value=\"$image\"> and Choices/Labels).")
-@_url_options
+@_push_url_options
 @click.option("--predictions", metavar="SCORER",
               help="Send each image's novelty score from SCORER as a prediction score (sortable).")
 @click.option("--chunk-size", type=click.IntRange(1, 5000), default=500, show_default=True, help="Tasks per import request.")
@@ -88,6 +102,7 @@ def push_label_studio(ctx: Context, selection, project, classes, label_config, i
         f"selection {rep.selection_id}: {rep.pushed} tasks pushed in {rep.chunks} request(s), "
         f"{rep.already_pushed} already there"
         + (f", {rep.predictions} with predictions" if predictions else "")
+        + (f"; {rep.uploaded} image file(s) uploaded to Label Studio" if rep.mode == "upload" else "")
         + (f", {rep.recovered} recovered from an interrupted push" if rep.recovered else ""))
     for d in rep.storages:
         ctx.console.print(f"added local-files storage {d}")

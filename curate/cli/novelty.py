@@ -21,6 +21,13 @@ def _settings(kind, params) -> str:
     return ", ".join(f"{k}={v}" for k, v in diff.items()) or "defaults"
 
 
+def _busy(ctx: Context, quiet: bool, what: str):
+    """A spinner on stderr while a long scoring step runs (none with --json)."""
+    import contextlib
+
+    return contextlib.nullcontext() if quiet else ctx.err.status(f"{what} ...")
+
+
 def _shrinkage(value):
     if value is None:
         return None
@@ -75,12 +82,15 @@ def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fracti
 @click.option("--embeddings", help="Must be the scorer's embedding set (the default).")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="Rows to print, most novel first.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write all scores to FILE.csv|.parquet|.json.")
+@click.option("--ray", "ray", metavar="ADDRESS",
+              help='Score row blocks on a Ray cluster: auto, HOST:PORT or local (pip install "curate[ray]").')
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def score(ctx: Context, scorer, batch, embeddings, top, out, as_json) -> None:
+def score(ctx: Context, scorer, batch, embeddings, top, out, ray, as_json) -> None:
     """Score images (higher = more novel), store score, p-value and flag per image."""
     from curate.scoring import score_images
-    rep = score_images(ctx.index, scorer, batch=batch, embeddings=embeddings)
+    with _busy(ctx, as_json, "scoring" + (f" batch {batch}" if batch else "")):
+        rep = score_images(ctx.index, scorer, batch=batch, embeddings=embeddings, ray=ray)
     if out:
         write_frame(rep.scores, out)
     if as_json:
@@ -88,9 +98,9 @@ def score(ctx: Context, scorer, batch, embeddings, top, out, as_json) -> None:
         return
     ctx.table(f"{rep.scorer}: {len(rep.scores)} scored, {rep.n_flagged} flagged at alpha="
               f"{rep.alpha:g} (score > {rep.threshold:.4g})",
-              ["rank", "image", "score", "p-value", "flagged", "path"],
+              ["rank", "image", "score", "p-value", "flagged", "batch", "label", "path"],
               [[r.rank, r.image_id, f"{r.score:.4g}", f"{r.p_value:.3g}", "yes" if r.flagged else "",
-                r.path] for r in rep.scores.head(top).itertuples()])
+                r.batch, r.label, r.path] for r in rep.scores.head(top).itertuples()])
     if out:
         ctx.console.print(f"written: {out}", markup=False)
 
@@ -110,8 +120,9 @@ def check_batch(ctx: Context, batch, scorer, alpha, permutations, max_ref, seed,
                 as_json) -> None:
     """Is BATCH shifted from the scorer's reference? Flag rate + MMD test, BH across batches."""
     from curate.batch_shift import check_batch_shift
-    rep = check_batch_shift(ctx.index, batch, scorer, alpha=alpha, permutations=permutations,
-                            max_ref=max_ref, seed=seed)
+    with _busy(ctx, as_json, f"checking batch {batch} ({permutations} MMD permutations)"):
+        rep = check_batch_shift(ctx.index, batch, scorer, alpha=alpha, permutations=permutations,
+                                max_ref=max_ref, seed=seed)
     r = rep.result
     if as_json:
         ctx.json(rep.as_dict())

@@ -51,9 +51,14 @@ def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed,
     info = res.params.get("info", {})
     if "fallback" in info or "chose" in info:
         title += f" [{info.get('chose') or info['fallback']}]"
-    ctx.table(title, ["rank", "image", "score", "label", "path"],
+    ctx.table(title, ["rank", "image", "score", "label", "batch", "path"],
               [[r.rank, r.image_id, "" if r.score != r.score else f"{r.score:.4f}",
-                r.label, r.path] for r in head.itertuples()])
+                r.label, r.batch, r.path] for r in head.itertuples()])
+    if info.get("chose") == "random" and "cluster_gap" in info:
+        ctx.console.print(f"auto picked at random: this embedding is barely clustered (cluster gap "
+                          f"{info['cluster_gap']:.3f} < {info['min_cluster_gap']}), where no strategy "
+                          "beat random in our benchmark; a trained encoder may help (README "
+                          "'Which strategy?')")
     if res.missing:
         ctx.console.print(f"{len(res.missing)} picked files no longer exist and were skipped "
                           f"(marked rejected): {', '.join(res.missing[:3])}"

@@ -7,6 +7,8 @@ trainers (torch, Lightning) load only when ``train`` runs or shows its help.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from curate.cli.context import Context, pass_ctx
@@ -36,7 +38,8 @@ def _common_params() -> list[click.Parameter]:
         O(["--batch"], metavar="NAME", help="Train on one ingested batch (default: all ok images)."),
         O(["--backbone"], type=click.Choice(backbone_names()),
           help="Backbone (default: small-cnn up to 64 px, resnet18 above)."),
-        O(["--weights"], type=click.Path(dir_okay=False), help="Start from local backbone weights."),
+        O(["--weights"], metavar="NAME|FILE", help="Start from pretrained backbone weights: a torchvision "
+          "name (DEFAULT, IMAGENET1K_V1; resnet18/50) or a local file."),
         O(["--image-size"], type=click.IntRange(8, 1024), help="Training size in px (default: median shorter side, 16-224)."),
         O(["--channels"], type=click.Choice(["1", "3"]), help="1 = grayscale, 3 = RGB (default: from the data)."),
         O(["--epochs"], type=click.IntRange(min=1), default=100, show_default=True),
@@ -61,6 +64,9 @@ def _common_params() -> list[click.Parameter]:
           "run): the in-distribution test set of `curate tune-scorer`. 0 = train on all."),
         O(["--checkpoint-every"], type=click.IntRange(min=0), help="Checkpoint every N steps (default 100; 0 = epoch ends only)."),
         O(["--no-progress"], is_flag=True, help="No progress bar."),
+        O(["--no-compare"], is_flag=True, help="Skip the closing comparison with pixels-pca "
+          "on the held-out images (10-NN / linear probe with labels, shift AUROC without)."),
+        O(["--verbose", "-v"], is_flag=True, help="Also show Lightning's own output (device banners, tips)."),
         O(["--json", "as_json"], is_flag=True, help="Print the run as JSON."),
     ]
 
@@ -100,7 +106,8 @@ class TrainCommand(click.Command):
         self._loaded = False
 
     def get_params(self, ctx):
-        if not self._loaded:
+        if not self._loaded:  # first use: torch loads here, so set its OpenMP waits first
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see curate.trainers.cpu
             common = _common_params()
             taken = {p.name for p in common} | {"weights", "backbone", "lr", "batch_size"}
             self.params = common + _method_params(taken)
@@ -112,16 +119,17 @@ class TrainCommand(click.Command):
 def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_size, channels,
          epochs, batch_size, lr, weight_decay, optimizer, warmup_epochs, max_steps, max_minutes,
          devices, num_nodes, strategy, accelerator, precision, seed, workers, knn_monitor,
-         knn_holdout, holdout_fraction, checkpoint_every, no_progress, as_json, **options) -> None:
+         knn_holdout, holdout_fraction, checkpoint_every, no_progress, no_compare, verbose, as_json,
+         **options) -> None:
     """Train an encoder on the ingested images; the run is recorded and its backbone
     becomes a model for `curate embed --model NAME`.
 
     Checkpoints: WORKSPACE/data/models/NAME/. Interrupted runs continue with --resume NAME.
     Method options apply only to the methods named in their help.
     """
-    from curate.trainers.run import quiet_lightning, train
+    from curate.cli.context import stage_progress, train_reporter
+    from curate.trainers.run import train
 
-    quiet_lightning()
     if method and not resume:  # hook: a method's RECOMMENDED defaults (classifier: 5 epochs,
         from click.core import ParameterSource  # batch 32, SGD) unless given on the command line
         from curate.trainers import TRAINERS
@@ -133,24 +141,30 @@ def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_siz
                       else batch_size)
         optimizer = (rec.get("optimizer", optimizer) if src("optimizer") == ParameterSource.DEFAULT
                      else optimizer)
-    run = train(ctx.index, ctx.workspace, method, resume=resume, name=name, batch=batch,
-                backbone=backbone, weights=weights, image_size=image_size,
-                channels=int(channels) if channels else None, epochs=epochs,
-                batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-                warmup_epochs=warmup_epochs, max_steps=max_steps, max_minutes=max_minutes,
-                devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
-                accelerator=accelerator, precision=precision, seed=seed, num_workers=workers,
-                knn_monitor=knn_monitor, knn_holdout=knn_holdout, holdout_fraction=holdout_fraction,
-                checkpoint_every=checkpoint_every, progress=not no_progress and not as_json,
-                **{k: v for k, v in options.items() if v is not None})
+    with stage_progress(ctx, quiet=no_progress or as_json) as cb:
+        run = train(ctx.index, ctx.workspace, method, resume=resume, name=name, batch=batch,
+                    backbone=backbone, weights=weights, image_size=image_size,
+                    channels=int(channels) if channels else None, epochs=epochs,
+                    batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                    warmup_epochs=warmup_epochs, max_steps=max_steps, max_minutes=max_minutes,
+                    devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
+                    accelerator=accelerator, precision=precision, seed=seed, num_workers=workers,
+                    knn_monitor=knn_monitor, knn_holdout=knn_holdout, holdout_fraction=holdout_fraction,
+                    checkpoint_every=checkpoint_every, progress=False,
+                    on_progress=train_reporter(cb), verbose=verbose or ctx.verbose,
+                    compare=not no_compare,
+                    **{k: v for k, v in options.items() if v is not None})
     if run is None:  # a DDP worker process: rank 0 reports
         return
+    from curate.cli.compare import render_training
+
     last = (run.metrics or [{}])[-1]
     if as_json:
         ctx.json({"name": run.name, "method": run.method, "status": run.status,
                   "params": run.params, "data": run.data, "metrics": run.metrics,
                   "checkpoint": run.checkpoint_path, "wall_seconds": run.wall_seconds,
                   "model": run.name})
+        render_training(ctx, run, table=False)  # the warning only, on stderr
         return
     ctx.table(f"training run {run.name}",
               ["method", "status", "images", "epochs", "steps", "loss", "knn_acc", "minutes", "stopped by"],
@@ -160,6 +174,7 @@ def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_siz
                 f"{(run.wall_seconds or 0) / 60:.1f}", run.data.get("stopped_by")]])
     ctx.console.print(f"checkpoint: {run.checkpoint_path}\nmodel: {run.name} "
                       f"(embed with `curate embed --model {run.name}`)", markup=False)
+    render_training(ctx, run)
 
 
 train_cmd = TrainCommand()

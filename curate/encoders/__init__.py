@@ -2,7 +2,7 @@
 
 ``ENCODERS`` maps a name to a factory ``factory(weights: Path | None, image_size:
 int | None, **params) -> Encoder``. Built in: torchvision backbones (weights from a
-local file only; no downloads) and ``pixels-pca``; trained runs add their own.
+local file or a torchvision name, :mod:`curate.encoders.weights`) and ``pixels-pca``; trained runs add their own.
 """
 
 from curate.encoders.base import ENCODERS, Encoder  # noqa: F401

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
-from curate.data import image_labels
+from curate.data import image_batches, image_labels
 from curate.db.models import Image, Label, Selection, SelectionItem
 from curate.embeddings import get_set, load_embeddings
 from curate.errors import CurateError
@@ -34,7 +34,7 @@ class SelectionResult:
     embedding_set: str
     strategy: str
     params: dict
-    picks: pd.DataFrame  # rank, image_id, path, score, label
+    picks: pd.DataFrame  # rank, image_id, path, score, label, batch
     missing: list[str] = field(default_factory=list)  # picked files gone since embed, skipped
 
     def as_dict(self) -> dict:
@@ -119,6 +119,9 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
                        "path": [paths[i] for i in picked_ids],
                        "score": np.where(np.isfinite(res.scores), res.scores, np.nan),
                        "label": [labels.get(int(i)) for i in picked_ids]})
+    with index.session() as s:
+        batches = image_batches(s, picked_ids.tolist())
+    df["batch"] = pd.Series([batches.get(int(i)) for i in picked_ids], dtype=object)
     info = dict(res.info)
     if "probe_classes" in info:
         info["probe_classes"] = [classes[c] for c in info["probe_classes"]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from curate.select import Picks, kcenter_greedy, pool_rows, random_picks, register
+from curate.select.clusters import as_space, cluster_gap
 from curate.select.probcover import probcover as _probcover
 from curate.select.typiclust import typical_rows, typiclust as _typiclust
 from curate.select.uncertainty import rank_uncertain
@@ -17,6 +18,10 @@ from curate.select.uncertainty import rank_uncertain
 # auto: typicality while labels are few, then uncertainty + diversity (BADGE). The switch
 # point, in labelled images per class seen, comes from benchmarks/al_curves.py (README).
 AUTO_SWITCH_PER_CLASS = 10
+# auto picks at random where the embedding is no more clustered than a Gaussian
+# (clusters.cluster_gap below this): there every strategy measured trailed random (CIFAR-10
+# pixels-pca, validation split; README "Which strategy?").
+AUTO_MIN_CLUSTER_GAP = 0.08
 
 
 @register("typiclust", "typicality, 1 / mean distance to the 20 nearest points of its cluster "
@@ -79,21 +84,29 @@ def kcenter_typical(X, budget, seeds=None, labels=None, *, metric="cosine", rand
     return Picks(rows[idx], dist, {"typical_pool": int(len(keep))})
 
 
-def auto_rule(switch_per_class: int = AUTO_SWITCH_PER_CLASS):
-    """The ``auto`` strategy with its switch point: TypiClust while fewer than
-    ``switch_per_class`` labelled images per seen class exist before this round (or fewer
-    than 2 classes are labelled); after that BADGE (uncertain and diverse). The rule and
-    its evidence: README "Which strategy?"."""
+def auto_rule(switch_per_class: int = AUTO_SWITCH_PER_CLASS,
+              min_cluster_gap: float = AUTO_MIN_CLUSTER_GAP):
+    """The ``auto`` strategy with its switch points. Random picks when the embedding has
+    no cluster structure to exploit (:func:`curate.select.clusters.cluster_gap` below
+    ``min_cluster_gap``); else TypiClust while fewer than ``switch_per_class`` labelled
+    images per seen class exist before this round (or fewer than 2 classes are labelled);
+    after that BADGE (uncertain and diverse). The rule and its evidence: README "Which
+    strategy?". Cost: the chosen strategy's plus that of ``cluster_gap``."""
     def auto(X, budget, seeds=None, labels=None, *, metric="cosine", random_state=None,
              device="auto", fp16=False) -> Picks:
+        pool_rows(len(X), seeds, budget)
         lab = np.asarray(labels if labels is not None else [], np.int64)
         lab = lab[lab >= 0]
         n_classes = len(np.unique(lab))
         few = n_classes < 2 or len(lab) < switch_per_class * n_classes
-        fn = typiclust if few else badge
+        gap = cluster_gap(as_space(X, metric), random_state=random_state)
+        fn = random_picks if gap < min_cluster_gap else typiclust if few else badge
         p = fn(X, budget, seeds, labels, metric=metric, random_state=random_state,
                device=device, fp16=fp16)
-        return Picks(p.indices, p.scores, {**p.info, "chose": fn.__name__,
+        chose = "random" if fn is random_picks else fn.__name__
+        return Picks(p.indices, p.scores, {**p.info, "chose": chose,
+                                           "cluster_gap": round(gap, 4),
+                                           "min_cluster_gap": min_cluster_gap,
                                            "switch_per_class": switch_per_class})
     auto.__doc__ = auto_rule.__doc__
     return auto

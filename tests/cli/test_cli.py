@@ -69,7 +69,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, image_folder):
     _cli("-w", ws, "ingest", image_folder, cwd=tmp_path)
     cases = [
         (["select", "--budget", "3"], 2, "no embedding set yet"),
-        (["embed", "--encoder", "resnet18"], 2, "needs --weights FILE"),
+        (["embed", "--encoder", "resnet18"], 2, "needs --weights: a torchvision name"),
         (["embed", "--encoder", "resnet50", "--weights", tmp_path / "nope.pth"], 2, "weights file not found"),
         (["ingest", tmp_path / "missing"], 2, "path not found"),
         (["--db", "postgresql+psycopg://u@127.0.0.1:1/x", "select", "--budget", "1"], 4, "cannot open index database"),

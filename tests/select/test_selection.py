@@ -138,7 +138,9 @@ def test_files_deleted_after_embed_are_skipped_and_marked(index, embedded):
 
 def test_default_strategy_is_auto_and_records_what_it_chose(index, embedded):
     res = select_images(index, 4)
-    assert res.strategy == "auto" and res.params["info"]["chose"] == "typiclust"
+    info = res.params["info"]
+    flat = info["cluster_gap"] < info["min_cluster_gap"]     # a few noise images: may be flat
+    assert res.strategy == "auto" and info["chose"] == ("random" if flat else "typiclust")
     assert res.params["score"].startswith("the score of the strategy auto chose")
     with index.session() as s:
         ids = s.scalars(select(EmbeddingRow.image_id).limit(6)).all()
@@ -146,4 +148,4 @@ def test_default_strategy_is_auto_and_records_what_it_chose(index, embedded):
                   for k, i in enumerate(ids))
     later = select_images(index, 3)
     assert later.params["n_labelled"] == 6 and later.params["classes"] == ["a", "b"]
-    assert later.params["info"]["chose"] == "typiclust"     # 3 per class < 10: still typical
+    assert later.params["info"]["chose"] == ("random" if flat else "typiclust")  # 3 per class < 10

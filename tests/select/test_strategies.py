@@ -7,7 +7,7 @@ from sklearn.datasets import make_blobs
 from curate.errors import CurateError
 from curate.select import SCORES, SELECTORS
 from curate.select import strategies
-from curate.select.clusters import as_space, typicality
+from curate.select.clusters import as_space, cluster_gap, typicality
 from curate.select.probcover import ball_graph, choose_delta, max_coverage
 from curate.select.uncertainty import (entropy_scores, gradient_embedding_parts,
                                        kmeanspp_factored, margin_scores)
@@ -186,6 +186,26 @@ def test_auto_switches_from_typicality_to_badge(blobs):
     assert many.info["chose"] == "badge"
     late = strategies.auto_rule(1000)(X, 5, many_seeds, y[many_seeds], random_state=0)
     assert late.info["chose"] == "typiclust"
+
+
+def test_cluster_gap_is_near_zero_for_a_gaussian_and_large_for_blobs():
+    rng = np.random.default_rng(0)
+    gauss = rng.normal(size=(4000, 16)) @ rng.normal(size=(16, 16))   # correlated, no clusters
+    X, _ = make_blobs(n_samples=4000, centers=20, n_features=16, cluster_std=1.0, random_state=0)
+    assert abs(cluster_gap(gauss, random_state=0)) < 0.03
+    assert cluster_gap(X, random_state=0) > 1.0
+    assert cluster_gap(X, random_state=1) == pytest.approx(cluster_gap(X, random_state=1))
+
+
+def test_auto_picks_at_random_where_the_embedding_has_no_clusters(blobs):
+    gauss = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32) + 20.0
+    flat = SELECTORS.get("auto")(gauss, 5, np.arange(8), None, metric="euclidean", random_state=3)
+    rand = SELECTORS.get("random")(gauss, 5, np.arange(8), None, random_state=3)
+    assert flat.info["chose"] == "random" and flat.info["cluster_gap"] < 0.08
+    np.testing.assert_array_equal(flat.indices, rand.indices)
+    X, y = blobs
+    clustered = SELECTORS.get("auto")(X, 5, np.arange(8), y[:8], random_state=3)
+    assert clustered.info["chose"] == "typiclust" and clustered.info["cluster_gap"] > 0.08
 
 
 def test_kcenter_typical_never_picks_outliers(blobs):

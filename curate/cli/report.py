@@ -1,0 +1,30 @@
+"""``curate report``: one self-contained HTML page of the index (``curate.report``)."""
+
+import click
+
+from curate.cli.context import Context, pass_ctx
+
+
+@click.command("report")
+@click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True,
+              help="The HTML file to write (replaced atomically).")
+@click.option("--selection", default="latest", show_default=True, help="Selection id or 'latest'.")
+@click.option("--scorer", help="Novelty scorer to show (default: the latest).")
+@click.option("--batch", help="Novelty scores and batch checks of this batch only.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def report(ctx: Context, out, selection, scorer, batch, as_json) -> None:
+    """Write one static HTML page: overview, selection, novelty, batch checks, runs, lineage."""
+    from curate.report import build_report
+    with ctx.err.status("rendering the report"):
+        res = build_report(ctx.index, ctx.workspace, out=out, selection=selection, scorer=scorer,
+                           batch=batch)
+    if as_json:
+        ctx.json(res.as_dict())
+        return
+    ctx.console.print(f"written: {res.path} ({res.bytes / 1e6:.2f} MB, {res.images_shown} thumbnails, "
+                      f"{res.figures} figures, {res.seconds:.1f} s); open it in a browser",
+                      markup=False)
+
+
+COMMANDS = [report]
