@@ -6,7 +6,12 @@ Usage:
   python benchmarks/scale.py run --n 50000 --db postgres --no-cnn --no-ray
   python benchmarks/scale.py million --db sqlite            # 1M x 128 synthetic embeddings
   python benchmarks/scale.py bound --n 50000                # Pillow decode + sha256 alone
-  python benchmarks/scale.py summarise                      # JSON -> exponents, PNG
+  python benchmarks/scale.py ingest --n 50000 --db sqlite   # ingest alone (after a change)
+  python benchmarks/scale.py imports                        # start-up and import seconds
+  python benchmarks/scale.py summarise                      # results/scale.json + .png, table
+
+Raw measurements are appended to ``results/scale_runs.jsonl``; ``summarise`` keeps the latest
+per (step, mode, database, size) in ``cells`` and every pass in ``all_runs``.
 
 Each step is a fresh ``python -m curate.cli ...`` process (imports included, as a user
 runs it); its wall time comes from the parent, its peak resident memory from
@@ -311,14 +316,13 @@ def build_million(ws: Path, env: dict, work: Path, n: int, dim: int) -> dict:
             "append_shard_s": round(t_store, 1)}
 
 
-def kernel_times(n: int, dim: int) -> dict:
+def kernel_times(n: int, dim: int, names=("kcenter", "auto")) -> dict:
     """The select kernels alone on the same array (what `curate select` calls)."""
     from curate.select import SELECTORS
-    from curate.select.clusters import cluster_gap  # noqa: F401  (auto's check, timed inside auto)
 
     X = mixture(n, dim)
     out = {}
-    for name in ("kcenter", "auto"):
+    for name in names:
         t = time.perf_counter()
         p = SELECTORS.get(name)(X, 500, np.zeros(0, np.int64), np.zeros(0, np.int64),
                                 metric="cosine", random_state=0, device="cpu", fp16=False)

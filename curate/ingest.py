@@ -364,12 +364,15 @@ def _record(s, chunk, infos, batch_id, d: IngestReport) -> IngestReport:
 
 
 def _insert_images(s, new: list[dict], new_ids: dict[str, int], by_sha: dict[str, int]) -> None:
-    """INSERT the rows of ``new`` in one statement (in their order); note their ids."""
+    """INSERT the rows of ``new`` (one executemany, in their order); read back their ids by
+    path (unique). RETURNING with ordered rows would run one statement per row on SQLite."""
     if not new:
         return
-    res = s.execute(insert(Image).returning(Image.id, sort_by_parameter_order=True), new)
-    for (i,), r in zip(res.all(), new):
-        new_ids[r["path"]] = i
+    s.execute(insert(Image), new)
+    ids = dict(s.execute(select(Image.path, Image.id).where(
+        Image.path.in_([r["path"] for r in new]))).all())
+    for r in new:
+        new_ids[r["path"]] = ids[r["path"]]
         if r["status"] == "ok":
-            by_sha[r["sha256"]] = i
+            by_sha[r["sha256"]] = ids[r["path"]]
     new.clear()

@@ -40,17 +40,16 @@ def quiet_lightning() -> None:
 
 @contextlib.contextmanager
 def lightning_output(verbose: bool = False) -> Iterator[None]:
-    """Within the block, Lightning logs warnings only (everything when ``verbose``)."""
-    if verbose:
-        yield
-        return
+    """Within the block, Lightning logs warnings only (info too when ``verbose``); the
+    previous levels come back after it."""
     old = {n: logging.getLogger(n).level for n in LOGGERS}
     try:
         with warnings.catch_warnings():
-            for pattern in _NOISE:
-                warnings.filterwarnings("ignore", message=pattern)
-            for n in LOGGERS:
-                logging.getLogger(n).setLevel(logging.WARNING)
+            if not verbose:
+                for pattern in _NOISE:
+                    warnings.filterwarnings("ignore", message=pattern)
+            for n in LOGGERS:   # verbose: info even where quiet_lightning() ran before
+                logging.getLogger(n).setLevel(logging.INFO if verbose else logging.WARNING)
             yield
     finally:
         for n, level in old.items():

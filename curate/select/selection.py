@@ -80,7 +80,8 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
         in_pool &= ~np.isin(ids, np.fromiter(exclude_ids, np.int64, len(exclude_ids)))
     is_seed = np.isin(ids, np.fromiter(centres, np.int64, len(centres)))
     keep = in_pool | is_seed
-    ids, X = ids[keep], X[keep]
+    if not keep.all():   # (a copy of X otherwise: 512 MB at 1M x 128)
+        ids, X = ids[keep], X[keep]
     seeds = np.flatnonzero(is_seed[keep])
     if budget > int(in_pool.sum()):
         raise CurateError(f"budget {budget} is larger than the pool of {int(in_pool.sum())} "
