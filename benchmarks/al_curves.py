@@ -181,6 +181,70 @@ def summarise(df, default: str) -> dict:
             "selection_seconds_per_seed": {s: round(float(v), 2) for s, v in secs.items()}}
 
 
+def vs_best_peer(df, default: str = "auto", baseline: str = "random",
+                 prefix: str = "skal-") -> dict:
+    """Per budget: ``default - baseline`` and ``default - best peer`` (the ``prefix``
+    strategy with the highest mean accuracy at that budget), both paired over seeds with
+    95% t-intervals (``paired_differences``), in accuracy points (x 100). ``summary``
+    counts the budgets where the default is >= the best peer by mean (``ge_mean``) and
+    where the interval excludes the default being worse (``not_worse``: low >= 0). Picking
+    the best peer per budget after the fact favours the peers. Empty without peers."""
+    from curate.select.simulation import paired_differences
+
+    peers = sorted(s for s in df["strategy"].unique() if s.startswith(prefix))
+    if default not in set(df["strategy"]) or not peers:
+        return {}
+    vs = paired_differences(df[df["strategy"].isin([default, baseline])], baseline=baseline)
+    vs = vs[vs["strategy"] == default].set_index("budget")
+    mean = df.groupby(["strategy", "budget"])["accuracy"].mean()
+    rows = []
+    for b in sorted(df["budget"].unique()):
+        best = max(peers, key=lambda s: mean.get((s, b), -1.0))
+        g = df[(df["budget"] == b) & df["strategy"].isin([default, best])]
+        d = paired_differences(g, baseline=best).set_index("strategy").loc[default]
+        rows.append({"budget": int(b),
+                     **{f"vs_{baseline}{k}": round(100 * float(vs.loc[b, f"diff{k}"]), 2)
+                        for k in ("", "_low", "_high")},
+                     "best_peer": best, "best_peer_accuracy": round(float(mean[(best, b)]), 4),
+                     **{f"vs_best_peer{k}": round(100 * float(d[f"diff{k}"]), 2)
+                        for k in ("", "_low", "_high")}})
+    return {"default": default, "baseline": baseline, "units": "accuracy points", "budgets": rows,
+            "summary": {"budgets": len(rows),
+                        "ge_mean": sum(r["vs_best_peer"] >= 0 for r in rows),
+                        "not_worse": sum(r["vs_best_peer_low"] >= 0 for r in rows),
+                        "above_baseline_mean": sum(r[f"vs_{baseline}"] >= 0 for r in rows)}}
+
+
+def print_vs_best_peer(run: dict) -> None:
+    v = run.get("vs_best_peer")
+    if not v:
+        return
+    print(f"-- {run['dataset']} / {run['embedding']}: {v['default']} - {v['baseline']} and - best "
+          f"peer (points, paired 95% interval)")
+    base = f"vs_{v['baseline']}"
+    for r in v["budgets"]:
+        print(f"{r['budget']:6d}  {base} {r[base]:+6.1f} [{r[base + '_low']:+6.1f}, "
+              f"{r[base + '_high']:+6.1f}]   vs {r['best_peer']:15s} {r['vs_best_peer']:+6.1f} "
+              f"[{r['vs_best_peer_low']:+6.1f}, {r['vs_best_peer_high']:+6.1f}]")
+    s = v["summary"]
+    print(f"   >= best peer by mean at {s['ge_mean']}/{s['budgets']} budgets; interval excludes "
+          f"worse at {s['not_worse']}/{s['budgets']}", flush=True)
+
+
+def analyse(path: Path, default: str) -> int:
+    """Add ``vs_best_peer`` to every run of an existing results JSON, print, save."""
+    import pandas as pd
+
+    doc = json.loads(path.read_text())
+    for run in doc["runs"]:
+        run["vs_best_peer"] = vs_best_peer(pd.DataFrame(run["results"]), default)
+        print_vs_best_peer(run)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -196,8 +260,12 @@ def main(argv=None) -> int:
     ap.add_argument("--auto-switch", default="",
                     help="also run auto with these switch points (labelled per class), e.g. 3,5,10,20")
     ap.add_argument("--out", default=str(ROOT / "results" / "al_curves.json"))
+    ap.add_argument("--analyse", metavar="JSON", default="",
+                    help="only add vs_best_peer to an existing results JSON and print it")
     args = ap.parse_args(argv)
     from curate.select import DEFAULT_STRATEGY
+    if args.analyse:
+        return analyse(Path(args.analyse), DEFAULT_STRATEGY)
     from curate.plot import plot_curves
     from curate.select.simulation import paired_differences, simulate_curves
 
@@ -233,7 +301,9 @@ def main(argv=None) -> int:
             run = {"dataset": name, "embedding": emb, "pool": len(Xp), "test": len(Xt),
                    "dim": int(Fp.shape[1]), "budgets": budgets, "embed_seconds": round(embed_s, 1),
                    "train": info, "simulate_seconds": round(time.perf_counter() - t, 1),
-                   **summarise(df, DEFAULT_STRATEGY), "results": df.round(5).to_dict(orient="records")}
+                   **summarise(df, DEFAULT_STRATEGY),
+                   "vs_best_peer": vs_best_peer(df, DEFAULT_STRATEGY),
+                   "results": df.round(5).to_dict(orient="records")}
             doc["runs"].append(run)
             png = out.with_name(f"{out.stem}_{name}_{emb}_{args.split}.png")
             plot_curves(paired_differences(df), png,
@@ -244,6 +314,7 @@ def main(argv=None) -> int:
             print(f"{'strategy':16s}" + "".join(f"{b:>8d}" for b in budgets))
             for s in strategies:
                 print(f"{s:16s}" + "".join(f"{acc[s][b]:8.3f}" for b in budgets))
+            print_vs_best_peer(run)
             tmp = out.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(doc, indent=1))
             os.replace(tmp, out)

@@ -36,8 +36,9 @@ from curate.db.models import Batch, BatchCheck
 from curate.embeddings import load_embeddings
 from curate.errors import CurateError
 from curate.novelty.shift import benjamini_hochberg, check_batch
-from curate.provenance import versions
-from curate.scorer_store import check_alpha, check_finite, ids_hash, load_for_scorer, load_scorer
+from curate.provenance import add_ids_hashes, versions
+from curate.scorer_store import load_for_scorer, load_scorer
+from curate.validation import check_alpha, check_finite
 
 
 @dataclass
@@ -110,8 +111,8 @@ def check_batch_shift(index, batch: str, scorer: str | None = None, alpha: float
                           "p_value": float(r.p_value)} for r in top.itertuples()]
     params = {"scorer": st.name, "scorer_kind": st.kind, "embedding_set": st.embedding_set,
               "alpha": alpha, "scorer_alpha": st.alpha, "permutations": int(permutations),
-              "max_ref": int(max_ref), "seed": seed, "n_ref_used": int(len(ref_ids)),
-              "reference_ids_sha256": ids_hash(ref_ids), "batch_ids_sha256": ids_hash(ids)}
+              "max_ref": int(max_ref), "seed": seed, "n_ref_used": int(len(ref_ids))}
+    add_ids_hashes(params, reference_ids_sha256=ref_ids, batch_ids_sha256=ids)
     with index.session() as s:
         b = s.scalar(select(Batch).where(Batch.name == batch))
         family = _family(s, st.id, b.id)

@@ -181,7 +181,8 @@ def compare(index, ws, embeddings: Sequence[str] | str | None = None,
     nothing to measure (no labels and no OOD batch)."""
     from curate.data import image_labels
     from curate.embeddings import get_set, load_embeddings
-    from curate.scorer_store import batch_image_ids, check_finite
+    from curate.scorer_store import batch_image_ids
+    from curate.validation import check_finite
 
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)

@@ -40,6 +40,7 @@ from curate.comparison import (accuracy_rows, auroc_rows, finish_table, labelled
                                ood_scores, verdict_line, verdicts)
 from curate.compare import CompareResult
 from curate.errors import CurateError
+from curate.provenance import read_split
 
 BASELINE = "pixels-pca"
 MIN_HOLDOUT = 20
@@ -64,22 +65,6 @@ def _encode(enc, images: list[Image.Image], batch: int = 256) -> np.ndarray:
         x = torch.stack([enc.transform(im) for im in images[i:i + batch]])
         out.append(enc.encode(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty((0, enc.dim), np.float32)
-
-
-def _read_split(run) -> tuple[np.ndarray, np.ndarray]:
-    from curate.scorer_store import ids_hash
-
-    split = (run.data or {}).get("holdout_split") or {}
-    if not split.get("path"):
-        raise CurateError("the run recorded no held-out split")
-    try:
-        with np.load(split["path"]) as z:
-            train, hold = z["train_ids"].astype(np.int64), z["holdout_ids"].astype(np.int64)
-    except (OSError, KeyError, ValueError):
-        raise CurateError(f"split file {split['path']} is missing or unreadable") from None
-    if ids_hash(train) != split.get("train_ids_hash") or ids_hash(hold) != split.get("holdout_ids_hash"):
-        raise CurateError(f"split file {split['path']} does not match the run's record")
-    return train, hold
 
 
 def _load(recs, channels: int) -> tuple[list, list[Image.Image]]:
@@ -138,7 +123,7 @@ def _compare(index, ws, run, max_reference, max_holdout, knn_k, n_boot, level, s
         model = s.scalar(select(Model).where(Model.run_id == run.id)) if run else None
     if run is None or model is None:
         raise CurateError("no finished run with a model to compare")
-    train, hold = _read_split(run)
+    train, hold = read_split((run.data or {}).get("holdout_split"), f"training run {run.name!r}")
     if len(hold) < MIN_HOLDOUT:
         raise CurateError(f"{len(hold)} held-out images are too few to compare with "
                           f"{BASELINE} (need {MIN_HOLDOUT}; raise --holdout-fraction)")

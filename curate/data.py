@@ -1,4 +1,5 @@
-"""Images from the index as torch datasets (used by ``embed`` and the trainers)."""
+"""Images from the index: records, labels, batches, and the one torch image dataset
+(:class:`ImageDataset`, used by ``embed``, prediction and the trainers)."""
 
 from __future__ import annotations
 
@@ -47,11 +48,16 @@ def list_images(index, batch: str | None = None, with_labels: bool = False,
 _PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}
 
 
-def image_labels(session) -> dict[int, str]:
-    """image id -> label (status 'labeled' only), the most trusted source winning."""
+def image_labels(session, among=None) -> dict[int, str]:
+    """image id -> label (status 'labeled' only), the most trusted source winning
+    (label-studio, then manifest, then folder). ``among``: a ``select`` of image ids to
+    restrict to (one query), e.g. a selection's items; None = every image."""
     best: dict[int, tuple[int, str]] = {}
-    rows = session.execute(select(Label.image_id, Label.label, Label.source)
-                           .where(Label.status == "labeled", Label.label.is_not(None)))
+    q = select(Label.image_id, Label.label, Label.source).where(
+        Label.status == "labeled", Label.label.is_not(None))
+    if among is not None:
+        q = q.where(Label.image_id.in_(among))
+    rows = session.execute(q)
     for iid, lab, src in rows:
         rank = _PRECEDENCE.get(src, 0)
         if iid not in best or rank > best[iid][0]:
@@ -72,25 +78,48 @@ def image_batches(session, ids: Sequence[int] | None = None) -> dict[int, str | 
     return out
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Loads ``records`` through ``curate.imageio.load_image`` and ``transform``.
+#: what loading an image that vanished or broke since ingest may raise
+UNREADABLE = (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError)
 
-    Item: ``(index_in_records, tensor)``; a file that vanished or broke since ingest
-    gives ``(index, None)`` and is dropped by :func:`collate_skip_missing`.
-    """
 
-    def __init__(self, records: Sequence[ImageRecord], transform: Callable, channels: int = 3):
-        self.records, self.transform, self.channels = records, transform, channels
+class RecordSource:
+    """Images at ``records[i].path`` loaded as RGB (``channels=3``) or L (``channels=1``)
+    through :func:`curate.imageio.load_image`; ``load(i)`` is None for a file that vanished
+    or broke since ingest (a decompression bomb swapped in included)."""
+
+    def __init__(self, records: Sequence[ImageRecord], channels: int = 3):
+        self.records, self.channels = list(records), channels
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int):
+    def load(self, i: int) -> PIL.Image.Image | None:
         try:
-            img = load_image(self.records[i].path, self.channels)
-        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError):
-            return i, None  # incl. a file replaced by a decompression bomb since ingest
-        return i, self.transform(img)
+            return load_image(self.records[i].path, self.channels)
+        except UNREADABLE:
+            return None
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Item ``i``: ``(i, transform(image_i))``, or ``(i, None)`` for an unreadable image
+    (dropped by :func:`collate_skip_missing`, which reports its index).
+
+    ``source``: anything with ``len`` and ``load(i) -> PIL image | None`` (a
+    :class:`RecordSource`, the trainers' ``ArraySource``) or a sequence of
+    :class:`ImageRecord` (read through a RecordSource with ``channels``). The one image
+    dataset: embedding, prediction, the trainers' views (``ViewDataset``) and caches.
+    """
+
+    def __init__(self, source, transform: Callable, channels: int = 3):
+        self.source = source if hasattr(source, "load") else RecordSource(source, channels)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        img = self.source.load(i)
+        return i, (None if img is None else self.transform(img))
 
 
 def collate_skip_missing(items):

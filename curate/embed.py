@@ -25,6 +25,7 @@ from curate.encoders import ENCODERS, load_trained_encoders
 from curate.errors import CurateError
 from curate.locks import db_lock, file_lock
 from curate.provenance import sha256_file, versions
+from curate.validation import resolve_device
 
 
 SPEED_FILE = "embed_speed.json"
@@ -49,16 +50,6 @@ class EmbedReport:
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "images_per_second": round(self.images_per_second, 1)}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise CurateError(f"unknown device {device!r}; use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CurateError("--device cuda asked for, but no CUDA GPU is available")
-    return torch.device(device)
 
 
 def _model_row(s, ws, encoder: str | None, weights: str | None, model: str | None,
@@ -159,7 +150,7 @@ def _plan(index, ws, encoder, weights, model, batch, image_size, device, dtype, 
     if batch_size < 1 or shard_size < 1:
         raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
     load_trained_encoders()
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     with index.session() as s:
         row = _model_row(s, ws, encoder, weights, model, image_size)
         model_name, model_id = row.name, row.id

@@ -13,8 +13,9 @@ in the selection's ``params['score']``; NaN if none), ``label`` (str or None, th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -23,7 +24,7 @@ from curate.errors import CurateError
 COLUMNS = ["rank", "image_id", "path", "score", "label", "batch"]
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
 EXPORT_FORMATS = ("csv", "parquet", "json", "labelstudio-json")
-_PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}  # as curate.data.image_labels
+URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")  # s3://, http://, ...: not a local path
 
 
 def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -74,22 +75,36 @@ def write_selection(rows: pd.DataFrame, path: Path | str, fmt: str | None = None
     return write_frame(_normalise(rows), path, fmt)
 
 
-def labelstudio_tasks(rows: pd.DataFrame, image_url: Callable[[str], str]) -> list[dict]:
-    """Label Studio import JSON: ``[{"data": {"image": url, "curate_id": id, ...}}]``.
+def labelstudio_task(url: str, image_id: int, rank: int, selection_id: int | None) -> dict:
+    """One Label Studio task: ``{"data": {"image": url, "curate_id", "curate_rank",
+    "curate_selection"}}`` -- what ``curate export --format labelstudio-json`` writes and
+    ``curate labelstudio push`` sends. ``curate_id`` (our image id) maps annotations back
+    without relying on order; ``curate_selection`` is left out only for rows that come
+    from no stored selection."""
+    data = {"image": url, "curate_id": int(image_id), "curate_rank": int(rank)}
+    if selection_id is not None:
+        data["curate_selection"] = int(selection_id)
+    return {"data": data}
 
-    ``curate_id`` is our image id, carried so annotations map back without relying on order.
+
+def labelstudio_tasks(rows: pd.DataFrame, image_url: Callable[[str], str],
+                      selection_id: int | None = None) -> list[dict]:
+    """Label Studio import JSON: one :func:`labelstudio_task` per row, in rank order.
+
+    ``selection_id`` defaults to ``rows.attrs["selection_id"]`` (set by :func:`selection_frame`).
     """
-    df = _normalise(rows)
-    return [{"data": {"image": image_url(r["path"]), "curate_id": int(r["image_id"]),
-                      "curate_rank": int(r["rank"])}} for r in _records(df)]
+    if selection_id is None:
+        selection_id = rows.attrs.get("selection_id")
+    return [labelstudio_task(image_url(r["path"]), r["image_id"], r["rank"], selection_id)
+            for r in _records(_normalise(rows))]
 
 
 def write_labelstudio_json(rows: pd.DataFrame, path: Path | str,
-                           image_url: Callable[[str], str]) -> Path:
+                           image_url: Callable[[str], str], selection_id: int | None = None) -> Path:
     """Write :func:`labelstudio_tasks` to ``path`` (a JSON list, importable in Label Studio)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(labelstudio_tasks(rows, image_url), indent=1) + "\n")
+    path.write_text(json.dumps(labelstudio_tasks(rows, image_url, selection_id), indent=1) + "\n")
     return path
 
 
@@ -101,7 +116,8 @@ def selection_frame(index, selection_id: int | str = "latest") -> tuple[int, pd.
     """
     from sqlalchemy import select
 
-    from curate.db.models import Image, Label, SelectionItem
+    from curate.data import image_batches, image_labels
+    from curate.db.models import Image, SelectionItem
 
     with index.session() as s:
         sel = resolve_selection(s, selection_id)
@@ -109,19 +125,10 @@ def selection_frame(index, selection_id: int | str = "latest") -> tuple[int, pd.
              .join(Image, Image.id == SelectionItem.image_id)
              .where(SelectionItem.selection_id == sel.id).order_by(SelectionItem.rank))
         df = pd.DataFrame(s.execute(q).all(), columns=COLUMNS[:4])
-        best: dict[int, tuple[int, str]] = {}
-        lq = (select(Label.image_id, Label.label, Label.source)
-              .join(SelectionItem, SelectionItem.image_id == Label.image_id)
-              .where(SelectionItem.selection_id == sel.id, Label.status == "labeled",
-                     Label.label.is_not(None)))
-        for image_id, label, source in s.execute(lq):
-            rank = _PRECEDENCE.get(source, 0)
-            if image_id not in best or rank > best[image_id][0]:
-                best[image_id] = (rank, label)
-        df["label"] = pd.Series([best[int(i)][1] if int(i) in best else None for i in df["image_id"]],
-                                dtype=object, index=df.index)
-        from curate.data import image_batches
-
+        labels = image_labels(s, among=select(SelectionItem.image_id)
+                              .where(SelectionItem.selection_id == sel.id))
+        df["label"] = pd.Series([labels.get(int(i)) for i in df["image_id"]], dtype=object,
+                                index=df.index)
         batches = image_batches(s, df["image_id"].tolist())
         df["batch"] = pd.Series([batches.get(int(i)) for i in df["image_id"]], dtype=object,
                                 index=df.index)
@@ -129,6 +136,7 @@ def selection_frame(index, selection_id: int | str = "latest") -> tuple[int, pd.
                               lambda r: r.image_id)
     df = df[df["image_id"].isin([r.image_id for r in kept])].reset_index(drop=True)
     df.attrs["missing"] = gone  # files gone since ingest: left out, now marked rejected
+    df.attrs["selection_id"] = sel.id
     return sel.id, df
 
 
@@ -138,10 +146,8 @@ def drop_missing(index, items: Sequence, path_of: Callable = lambda it: it[-1],
     file is gone; the gone images are marked ``rejected`` ("file missing at <when> time"),
     as ``embed`` does. URIs (``s3://...``) are not checked. Returns ``(kept, missing_paths)``."""
     import os
-    import re
 
-    uri = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-    gone = [it for it in items if not uri.match(str(path_of(it))) and not os.path.isfile(path_of(it))]
+    gone = [it for it in items if not URI.match(str(path_of(it))) and not os.path.isfile(path_of(it))]
     if not gone:
         return list(items), []
     from sqlalchemy import update

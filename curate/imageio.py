@@ -10,11 +10,16 @@ files larger than ``max_bytes`` are rejected before decoding, and Pillow may onl
 the decoders in ``FORMATS`` (so a PostScript file named ``.jpg`` never starts
 Ghostscript). EXIF orientation is applied (``ImageOps.exif_transpose``): the size
 ingest records and the pixels ``load_image`` returns are both upright.
+
+Cost of ``inspect_image``: a file up to ``IN_MEMORY_BYTES`` is read with one ``read``
+into a buffer that is both hashed and decoded (Pillow parses it from memory); a larger
+one is hashed in 1 MiB pieces, then decoded from the file, so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import warnings
@@ -32,6 +37,8 @@ FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x its warning level)
 DEFAULT_MAX_BYTES = 1 << 30       # larger files are rejected unread (1 GiB)
 _ROTATED = {5, 6, 7, 8}           # EXIF orientations that swap width and height
+_PNG_ORIENTATION = {"exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif"}
+IN_MEMORY_BYTES = 64 << 20        # files up to this size are read in one call, larger ones streamed
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -55,6 +62,23 @@ def open_regular(path: Path | str, max_bytes: int = DEFAULT_MAX_BYTES):
     Never blocks (a FIFO is opened non-blocking and refused); raises OSError with a
     short message otherwise.
     """
+    return _open_regular(path, max_bytes)[0]
+
+
+def _open_regular(path: Path | str, max_bytes: int):
+    """``(binary file, size from fstat)``; see :func:`open_regular`."""
+    fd, size = _open_fd(path, max_bytes)
+    try:
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_fd(path: Path | str, max_bytes: int) -> tuple[int, int]:
+    """A raw descriptor of a regular file of at most ``max_bytes`` (non-blocking open, so a
+    FIFO never blocks; O_NONBLOCK means nothing for a regular file's reads) and its size."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
@@ -62,8 +86,7 @@ def open_regular(path: Path | str, max_bytes: int = DEFAULT_MAX_BYTES):
             raise OSError(f"not a regular file ({_kind(st.st_mode)})")
         if st.st_size > max_bytes:
             raise OSError(f"file too large: {st.st_size} bytes exceeds {max_bytes}")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return fd, st.st_size
     except BaseException:
         os.close(fd)
         raise
@@ -78,7 +101,15 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
+def _oriented_size(im: Image.Image, decoded: bool = True) -> tuple[int, int]:
+    """Width and height after EXIF (or XMP) orientation, as ``ImageOps.exif_transpose``
+    applies it. A PNG holds orientation only in chunks Pillow keeps in ``info`` (all of
+    them once decoded). Before ``load`` (``decoded=False``) a PNG without an eXIf chunk
+    ahead of its pixels reports its stored size: Pillow's ``getexif`` would decode the
+    whole image to look further, which a size check must not do."""
+    if im.format == "PNG" and ("exif" not in im.info if not decoded
+                               else not _PNG_ORIENTATION.intersection(im.info)):
+        return im.width, im.height
     try:
         rotated = im.getexif().get(0x0112) in _ROTATED
     except Exception:  # noqa: BLE001 - a broken EXIF block leaves the size as stored
@@ -89,45 +120,84 @@ def _oriented_size(im: Image.Image) -> tuple[int, int]:
 def inspect_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
                   max_bytes: int = DEFAULT_MAX_BYTES) -> ImageInfo:
     """Read ``path`` once: hash its bytes and decode it fully, reporting ok or the reason
-    it is rejected. Width and height are after EXIF orientation.
+    it is rejected. Width and height are after EXIF orientation. Pillow's warnings about
+    the file (EXIF, bomb warning) are silenced.
 
     Cost: one read plus one full decode. Never raises for a bad file.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _inspect(path, max_pixels, max_bytes)
+
+
+def inspect_images(paths: list[str], max_pixels: int = DEFAULT_MAX_PIXELS,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> list[ImageInfo]:
+    """:func:`inspect_image` of each path, for a worker thread: Pillow's warnings are left
+    to the caller, since ``warnings.catch_warnings`` is not thread-safe (ingest silences
+    them once, around its thread pool)."""
+    return [_inspect(p, max_pixels, max_bytes) for p in paths]
+
+
+def _inspect(path, max_pixels: int, max_bytes: int) -> ImageInfo:
     try:
-        f = open_regular(path, max_bytes)
+        fd, size = _open_fd(path, max_bytes)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         return ImageInfo("rejected", reason=f"cannot read file: {e.strerror or e}")
-    with f:
+    try:
+        data = _read_small(fd, size) if size <= IN_MEMORY_BYTES else None
+        if data is not None:  # the usual case: one read; hash and decode the same buffer
+            info = _decode(io.BytesIO(data), max_pixels, len(data))
+            info.sha256, info.bytes = hashlib.sha256(data).hexdigest(), len(data)
+            return info
+        os.lseek(fd, 0, os.SEEK_SET)   # large, or grew since fstat: stream it, bounded
         h, size = hashlib.sha256(), 0
-        try:
+        with os.fdopen(os.dup(fd), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
                 size += len(chunk)
                 if size > max_bytes:
                     return ImageInfo("rejected", reason=f"file too large: exceeds {max_bytes} bytes")
             f.seek(0)
-        except OSError as e:
-            return ImageInfo("rejected", reason=f"cannot read file: {e.strerror or e}")
-        info = _decode(f, max_pixels, size)
+            info = _decode(f, max_pixels, size)
+    except OSError as e:
+        return ImageInfo("rejected", reason=f"cannot read file: {e.strerror or e}")
+    finally:
+        os.close(fd)
     info.sha256, info.bytes = h.hexdigest(), size
     return info
 
 
+def _read_small(fd: int, size: int) -> bytes | None:
+    """All bytes of a file whose fstat size is ``size``; None when it turned out longer."""
+    parts, n = [], 0
+    while n <= size:
+        b = os.read(fd, size + 1 - n)
+        if not b:
+            break
+        parts.append(b)
+        n += len(b)
+    if n > size:
+        return None
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _decode(f, max_pixels: int, size: int) -> ImageInfo:
+    """Open with the allowed decoders, check pixels and mode from the header, then decode
+    every pixel (``load``). The pixel count needs no orientation (a rotation keeps it)."""
     if size == 0:
         return ImageInfo("rejected", reason="zero-byte file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(f, formats=FORMATS) as im:
-                mode = im.mode
-                w, h = _oriented_size(im)
-                if w * h > max_pixels:
-                    return ImageInfo("rejected", w, h, mode,
-                                     f"decompression bomb: {w}x{h} exceeds {max_pixels} pixels")
-                if mode not in SUPPORTED_MODES:
-                    return ImageInfo("rejected", w, h, mode, f"unsupported image mode {mode}")
-                im.load()
+        with Image.open(f, formats=FORMATS) as im:
+            mode = im.mode
+            if im.width * im.height > max_pixels:
+                w, h = _oriented_size(im, decoded=False)
+                return ImageInfo("rejected", w, h, mode,
+                                 f"decompression bomb: {w}x{h} exceeds {max_pixels} pixels")
+            if mode not in SUPPORTED_MODES:
+                w, h = _oriented_size(im, decoded=False)
+                return ImageInfo("rejected", w, h, mode, f"unsupported image mode {mode}")
+            im.load()
+            w, h = _oriented_size(im)
     except Image.DecompressionBombError as e:
         return ImageInfo("rejected", reason=f"decompression bomb: {e}")
     except UnidentifiedImageError:

@@ -9,33 +9,44 @@ concurrent ingests cannot store one image twice: a chunk that lost a race is
 retried against what the other process committed. Work is committed in chunks, so
 a rerun after a crash skips what is recorded and finishes the rest.
 
-What is read is limited to the given roots: a symlink leaving the folder it was
-found in, or a manifest path outside the manifest's folder, is skipped (and
-reported) unless ``allow_outside``.
+What is read is limited to the given roots (:mod:`curate.ingest_inputs`): a symlink
+leaving the folder it was found in, or a manifest path outside the manifest's folder,
+is skipped (and reported) unless ``allow_outside``.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import random
+import sqlite3
 import time
+import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from sqlalchemy import insert, select
+from sqlalchemy import any_, bindparam, cast, column, func, insert, null, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from curate.db.models import Batch, DuplicatePath, Image, Label
 from curate.errors import CurateError
-from curate.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EXTENSIONS, inspect_image
+from curate.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, inspect_images
+from curate.ingest_inputs import collect
 
-MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
+__all__ = ["IngestReport", "check_batch_name", "collect", "ingest"]
+
 DEFAULT_BATCH = "default"
 NAME_LIMIT = Batch.__table__.c.name.type.length      # 255 on SQLite and PostgreSQL alike
-LABEL_LIMIT = Label.__table__.c.label.type.length
 RETRIES = 10
+AHEAD = 2   # chunks being read and decoded while the oldest one is recorded
+FIRST_CHUNK, MAX_CHUNK = 1024, 16384   # chunk sizes double from the first to the largest
+SLICE = 256  # files per task handed to a decoding thread
+IMAGE_KEYS = ("path", "batch_id", "sha256", "bytes", "width", "height", "mode", "status", "reason")
+_first_two = itemgetter(0, 1)
 _TRANSIENT = ("deadlock detected", "database is locked", "database table is locked",
               "could not serialize")
 
@@ -80,149 +91,6 @@ def check_batch_name(name: str | None) -> str:
     return name
 
 
-def _inside(real: str, root: str) -> bool:
-    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _walk(root: Path, allow_outside: bool, skipped: list) -> Iterator[Path]:
-    """Image files under ``root`` (sorted). Symlinks are followed only while they stay
-    inside ``root`` (any with ``allow_outside``); loops are never entered twice."""
-    real_root = os.path.realpath(root)
-
-    def leaves(full: str) -> bool:
-        if allow_outside or not os.path.islink(full) or _inside(os.path.realpath(full), real_root):
-            return False
-        skipped.append((os.path.abspath(full), f"symlink leaves {root} (--allow-outside to follow)"))
-        return True
-
-    seen: set[tuple[int, int]] = set()
-    for d, dirs, files in os.walk(root, followlinks=True):
-        try:
-            st = os.stat(d)
-        except OSError:
-            dirs[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirs[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirs[:] = [x for x in sorted(dirs) if not leaves(os.path.join(d, x))]
-        for f in sorted(files):
-            if f.lower().endswith(EXTENSIONS) and not leaves(os.path.join(d, f)):
-                yield Path(d) / f
-
-
-def _text(v) -> str | None:
-    return None if v is None or isinstance(v, float) or str(v) == "" else str(v)
-
-
-def _read_manifest(path: Path) -> list[tuple[Path, str | None]]:
-    """``(path, label)`` rows; relative paths are relative to the manifest's folder."""
-    import pandas as pd
-
-    try:
-        df = pd.read_parquet(path) if path.suffix != ".csv" else pd.read_csv(path, dtype=str)
-    except Exception as e:  # noqa: BLE001 - any unreadable manifest is user input
-        raise CurateError(f"cannot read manifest {path}: {str(e).splitlines()[0]}") from None
-    if "path" not in df.columns:
-        raise CurateError(f"manifest {path} has no 'path' column (columns: {', '.join(map(str, df.columns))})")
-    labels = df["label"] if "label" in df.columns else [None] * len(df)
-    out = []
-    for row, (p, lab) in enumerate(zip(df["path"], labels), start=1):
-        p, lab = _text(p), _text(lab)
-        if p is None:
-            continue
-        if "\x00" in p or (lab and "\x00" in lab):
-            raise CurateError(f"manifest {path} data row {row}: contains a NUL byte")
-        if lab and len(lab) > LABEL_LIMIT:
-            raise CurateError(f"manifest {path} data row {row}: label is {len(lab)} characters; "
-                              f"the limit is {LABEL_LIMIT}")
-        q = Path(p).expanduser()
-        out.append((q if q.is_absolute() else path.parent / q, lab))
-    if not out:
-        raise CurateError(f"manifest {path} lists no paths (header only or empty 'path' column)")
-    return out
-
-
-def _merge_labels(rows, conflicts: list) -> dict[str, str | None]:
-    """path -> label over manifest rows; a path given two different labels gets none
-    and is reported in ``conflicts`` (no row silently wins)."""
-    seen: dict[str, set[str]] = {}
-    for f, lab in rows:
-        seen.setdefault(os.path.abspath(f), set())
-        if lab is not None:
-            seen[os.path.abspath(f)].add(lab)
-    for f, labs in seen.items():
-        if len(labs) > 1:
-            conflicts.append((f, sorted(labs)))
-    return {f: next(iter(labs)) if len(labs) == 1 else None for f, labs in seen.items()}
-
-
-def collect(paths: list[str | Path], labels: str | None = None, allow_outside: bool = False,
-            skipped: list | None = None, conflicts: list | None = None
-            ) -> list[tuple[str, str | None, str]]:
-    """Resolve inputs into ``(absolute path, label or None, label source)`` triples.
-
-    A folder is walked (labels from parent folder names when ``labels='folders'``);
-    a .csv/.parquet file is a manifest (path[, label]); ``labels=FILE`` maps paths to
-    labels. Paths not read (escaping symlinks or manifest rows) go to ``skipped``;
-    paths given conflicting labels go to ``conflicts`` and get no label.
-    """
-    if not paths:
-        raise CurateError("give at least one folder, image or manifest to ingest")
-    skipped = [] if skipped is None else skipped
-    conflicts = [] if conflicts is None else conflicts
-    out: list[tuple[str, str | None, str]] = []
-    for given in paths:
-        p = Path(given).expanduser()
-        if not p.exists():
-            raise CurateError(f"path not found: {given}")
-        if p.is_dir():
-            found, before = 0, len(skipped)
-            for f in _walk(p, allow_outside, skipped):
-                lab = f.parent.name if labels == "folders" and f.parent != p else None
-                out.append((os.path.abspath(f), lab, "folder"))
-                found += 1
-            if not found and len(skipped) == before:
-                raise CurateError(f"no image files ({', '.join(EXTENSIONS)}) found in {given}")
-        elif p.suffix.lower() in MANIFEST_SUFFIXES:
-            root = os.path.realpath(p.parent)
-            rows = []
-            for f, lab in _read_manifest(p):
-                if allow_outside or _inside(os.path.realpath(f), root):
-                    rows.append((f, lab))
-                else:
-                    skipped.append((os.path.abspath(f), f"outside the manifest's folder {p.parent} "
-                                                        "(--allow-outside to read it)"))
-            out += [(f, lab, "manifest") for f, lab in _merge_labels(rows, conflicts).items()]
-        else:
-            out.append((os.path.abspath(p), None, "folder"))
-    if labels not in (None, "folders"):
-        lp = Path(labels).expanduser()
-        if not lp.is_file():
-            raise CurateError(f"labels file not found: {labels}")
-        mapping = _merge_labels(_read_manifest(lp), conflicts)
-        out = [(f, mapping[f], "manifest") if f in mapping else (f, lab, src) for f, lab, src in out]
-    for f, lab, _ in out:
-        if lab is not None and len(lab) > LABEL_LIMIT:
-            raise CurateError(f"label of {f} is {len(lab)} characters; the limit is {LABEL_LIMIT}")
-    if not out:
-        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise CurateError(f"nothing to ingest: {len(skipped)} paths skipped{first}")
-    return list({f: (f, lab, src) for f, lab, src in out}.values())  # one entry per path
-
-
-def _upsert_label(s, image_id: int, label: str, source: str) -> bool:
-    row = s.scalar(select(Label).where(Label.image_id == image_id, Label.source == source))
-    if row is None:
-        s.add(Label(image_id=image_id, label=label, source=source))
-        return True
-    if row.label != label:
-        row.label = label
-        return True
-    return False
-
-
 def _write_error(index, e: Exception) -> CurateError:
     first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
     return CurateError(f"cannot write to the index database {index.url}: {first}; "
@@ -251,10 +119,16 @@ def _retrying(index, work: Callable):
 
 
 def ingest(index, paths: list[str | Path], batch: str | None = None, labels: str | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 4, chunk_size: int = 256,
+           max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 4, chunk_size: int | None = None,
            progress: Callable[[int, int], None] | None = None, *,
            max_bytes: int = DEFAULT_MAX_BYTES, allow_outside: bool = False) -> IngestReport:
-    """Ingest ``paths`` (folders, files, manifests) into ``index`` as batch ``batch``."""
+    """Ingest ``paths`` (folders, files, manifests) into ``index`` as batch ``batch``.
+
+    Files are read and decoded by ``workers`` threads while the calling thread records
+    finished chunks (one transaction each; ``chunk_size`` files, or by default growing
+    from ``FIRST_CHUNK`` to ``MAX_CHUNK``), ``AHEAD`` chunks in flight. Cost: one read +
+    decode + sha256 per new file; per chunk 3-4 indexed queries and one multi-row INSERT.
+    """
     t0 = time.perf_counter()
     for name, v in (("--max-pixels", max_pixels), ("--max-bytes", max_bytes)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -263,17 +137,55 @@ def ingest(index, paths: list[str | Path], batch: str | None = None, labels: str
     items = collect(paths, labels, allow_outside, report.skipped, report.conflicts)
     report.files = len(items)
     batch_id = _retrying(index, lambda s: _batch_id(s, report.batch))
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    with index.session() as s:   # an empty index: no file can be settled, nothing to look up
+        empty = s.scalar(select(Image.id).limit(1)) is None
+    workers = max(1, workers)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    done = 0
     try:
-        for start in range(0, len(items), chunk_size):
-            chunk = items[start:start + chunk_size]
-            _ingest_chunk(index, chunk, batch_id, (max_pixels, max_bytes), pool, report)
-            if progress:
-                progress(min(start + chunk_size, len(items)), len(items))
+        # Pillow's warnings about odd files, silenced once for every thread (entering
+        # catch_warnings per file from several threads would race on the global filters)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"PIL\.|curate\.imageio")
+            flight: deque = deque()
+            for chunk in _chunks(items, chunk_size):
+                flight.append(_start_chunk(index, chunk, (max_pixels, max_bytes), pool, workers,
+                                           look=not empty))
+                if len(flight) > AHEAD:
+                    done += _finish_chunk(index, flight.popleft(), batch_id, report)
+                    if progress:
+                        progress(done, len(items))
+            while flight:
+                done += _finish_chunk(index, flight.popleft(), batch_id, report)
+                if progress:
+                    progress(done, len(items))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _chunks(items: list, chunk_size: int | None):
+    """``items`` in chunks of ``chunk_size``, or by default of ``FIRST_CHUNK`` doubling up
+    to ``MAX_CHUNK``: the first commit (and progress) comes soon, and later commits are
+    few. Each commit rewrites every index page its rows touched, and random sha256 keys
+    touch most leaves of the sha256 indexes once they outgrow a chunk, so fixed small
+    chunks make ingest's write work grow with N squared. The last chunk, recorded after
+    the decoding threads ran dry, is kept to ``FIRST_CHUNK``."""
+    if chunk_size:
+        sizes = [chunk_size] * -(-len(items) // chunk_size)
+    else:
+        sizes, size, left = [], FIRST_CHUNK, len(items)
+        while left > 0:
+            sizes.append(min(size, left))
+            left -= sizes[-1]
+            size = min(2 * size, MAX_CHUNK)
+        if len(sizes) > 1 and sizes[-1] > FIRST_CHUNK:
+            sizes[-1:] = [sizes[-1] - FIRST_CHUNK, FIRST_CHUNK]
+    i = 0
+    for size in sizes:
+        yield items[i:i + size]
+        i += size
 
 
 def _batch_id(s, name: str) -> int:
@@ -285,94 +197,186 @@ def _batch_id(s, name: str) -> int:
     return b.id
 
 
-def _ingest_chunk(index, chunk, batch_id, limits, pool, report: IngestReport) -> None:
+def _one_of(col, values, dialect: str):
+    """``col IN values`` with the values bound as one JSON array, unpacked by the database
+    (``json_each`` on SQLite, where JSON1 is built in from 3.38; ``json_array_elements_text``
+    on PostgreSQL). A chunk's thousands of values then cost one C-level ``json.dumps``:
+    no per-value SQL rendering (SQLAlchemy's expanding IN) or array dumping (psycopg's is
+    Python). Both keep using the column's index; an expanding IN is the fallback."""
+    values = list(values)
+    if dialect == "postgresql":   # = ANY(array): an index scan even before ANALYZE has run
+        rows = func.json_array_elements_text(bindparam(None, values, type_=JSON)
+                                             ).table_valued("value")
+        wanted = select(func.array_agg(cast(rows.c.value, col.type))).scalar_subquery()
+        return col == any_(cast(wanted, ARRAY(col.type)))
+    if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38):
+        return col.in_(select(func.json_each(json.dumps(values, ensure_ascii=False))
+                              .table_valued("value").c.value))
+    return col.in_(values)
+
+
+def _known(paths: list[str], dialect: str, rejected: bool = True):
+    """``(path, image id, status)`` of the images with these paths (``rejected=False``:
+    leave rejected ones out) and ``(path, image id, None)`` of recorded duplicate paths."""
+    images = select(Image.path, Image.id, Image.status).where(_one_of(Image.path, paths, dialect))
+    if not rejected:
+        images = images.where(Image.status != "rejected")
+    return images.union_all(select(DuplicatePath.path, DuplicatePath.image_id, null())
+                            .where(_one_of(DuplicatePath.path, paths, dialect)))
+
+
+def _owners(s, shas, dialect: str) -> list[tuple[str, int, str]]:
+    """``(sha256, id, path)`` of the ok images with these hashes. The status is checked
+    here, not in SQL: given ``status = 'ok'`` and the hashes in a subquery, SQLite's
+    planner walks the status index (every ok image, once per chunk: quadratic ingest)
+    instead of the sha256 index."""
+    rows = s.execute(select(Image.sha256, Image.id, Image.path, Image.status).where(
+        _one_of(Image.sha256, shas, dialect)))
+    return [(sha, i, p) for sha, i, p, st in rows if st == "ok"]
+
+
+def _start_chunk(index, chunk, limits, pool, workers, look: bool = True):
+    """Leave out what is settled (rejected files are re-checked) and hand the rest to the
+    pool in slices of at most ``SLICE`` files (an interrupted ingest waits for at most
+    one slice per thread)."""
     paths = [p for p, _, _ in chunk]
-    with index.session() as s:  # what is settled needs no reading; rejected files are re-checked
-        done = set(s.scalars(select(Image.path).where(Image.path.in_(paths), Image.status != "rejected")))
-        done |= set(s.scalars(select(DuplicatePath.path).where(DuplicatePath.path.in_(paths))))
-    todo = [p for p in paths if p not in done]
-    infos = dict(zip(todo, pool.map(lambda p: inspect_image(p, *limits), todo)))
-    delta = _retrying(index, lambda s: _record(s, chunk, infos, batch_id, IngestReport(report.batch)))
+    settled = set()
+    if look:   # (only saves work: what was recorded meanwhile is found again in _record)
+        with index.session() as s:
+            settled = {p for p, _, _ in s.execute(_known(paths, index.dialect, rejected=False))}
+    todo = [p for p in paths if p not in settled]
+    step = max(1, min(SLICE, -(-len(todo) // workers)))
+    slices = [todo[i:i + step] for i in range(0, len(todo), step)]
+    return chunk, slices, [pool.submit(inspect_images, sl, *limits) for sl in slices]
+
+
+def _finish_chunk(index, started, batch_id, report: IngestReport) -> int:
+    chunk, slices, futures = started
+    infos = {p: info for sl, fut in zip(slices, futures) for p, info in zip(sl, fut.result())}
+    if not infos and all(lab is None for _, lab, _ in chunk):
+        report.already += len(chunk)   # all settled, no labels to add: nothing to write
+        return len(chunk)
+    delta = _retrying(index, lambda s: _record(s, chunk, infos, batch_id,
+                                               IngestReport(report.batch)))
     for k in ("added", "duplicates", "already", "labels", "recovered"):
         setattr(report, k, getattr(report, k) + getattr(delta, k))
     report.rejected += delta.rejected
+    return len(chunk)
 
 
 def _record(s, chunk, infos, batch_id, d: IngestReport) -> IngestReport:
-    """Record one chunk in session ``s`` (all or nothing; rerun from scratch on a lost race)."""
-    paths = [p for p, _, _ in chunk]
+    """Record one chunk in session ``s`` (all or nothing; rerun from scratch on a lost race).
+
+    New images go in with one INSERT in sha256 order (concurrent writers take the unique
+    index's locks in one order); their ids are read back only where a label or a second
+    path of the same bytes needs them. Rows rejected before are updated in place.
+    """
+    dialect = s.get_bind().dialect.name
+    # settled before reading (no info) stays so: looked up again only for its label
+    paths = [p for p, lab, _ in chunk if p in infos or lab is not None]
     wanted = set(paths)
-    rows = {p: (i, st) for p, i, st in s.execute(
-        select(Image.path, Image.id, Image.status).where(Image.path.in_(paths)))}
-    dups = set(s.scalars(select(DuplicatePath.path).where(DuplicatePath.path.in_(paths))))
+    rows: dict[str, tuple[int, str]] = {}
+    dups: set[str] = set()
+    for p, i, st in s.execute(_known(paths, dialect)) if paths else ():
+        if st is None:
+            dups.add(p)
+        else:
+            rows[p] = (i, st)
     shas = {i.sha256 for i in infos.values() if i.status == "ok"}
-    owners = s.execute(select(Image.sha256, Image.id, Image.path).where(
-        Image.sha256.in_(shas), Image.status == "ok")).all() if shas else []
-    by_sha = {sha: i for sha, i, _ in owners}
+    owners = _owners(s, shas, dialect) if shas else []
+    by_sha: dict[str, int | None] = {sha: i for sha, i, _ in owners}   # None: new, id unknown yet
     # read after ``rows``: a path another process stored in between is its own sha's owner
     rows.update({p: (i, "ok") for _, i, p in owners if p in wanted})
-    order = sorted(range(len(chunk)), key=lambda k: (getattr(infos.get(chunk[k][0]), "sha256", "") or "", k))
-    # new images go in with one multi-row INSERT ... RETURNING at the end, in this sha256
-    # order; an ORM flush per image was most of ingest's time
-    new: list[dict] = []
-    new_ids: dict[str, int] = {}
-    pending: set[str] = set()      # sha256 of ok images in ``new``
-    labelled: list[tuple[str, str, str, Image | None]] = []
-    for p, lab, src in (chunk[k] for k in order):  # by sha256: concurrent writers lock in one order
+    keyed = []   # by sha256 (stable): concurrent writers take the index locks in one order
+    for k, item in enumerate(chunk):
+        info = infos.get(item[0])
+        keyed.append(((info.sha256 or "") if info is not None else "", k, item))
+    keyed.sort(key=_first_two)
+    new: list[tuple] = []   # rows of IMAGE_KEYS
+    later: list[tuple[str, str, int | None]] = []     # (path, sha256, rejected row id): copies
+    labels: list[tuple[str, int | None, str, str]] = []   # (path, image id or None, label, source)
+    for _, _, (p, lab, src) in keyed:
         row, info = rows.get(p), infos.get(p)
         if p in dups or (row and row[1] != "rejected") or info is None:
             d.already += 1   # labels given for images seen before still count
-            if row and row[1] == "ok" and lab is not None and _upsert_label(s, row[0], lab, src):
-                d.labels += 1
+            if row and row[1] == "ok" and lab is not None:
+                labels.append((p, row[0], lab, src))
             continue
-        img = s.get(Image, row[0]) if row else None
-        if info.status == "ok" and info.sha256 in pending:   # a copy within this chunk
-            _insert_images(s, new, new_ids, by_sha)
-            pending.clear()
         if info.status == "ok" and info.sha256 in by_sha:
-            if row is None:
-                s.add(DuplicatePath(path=p, image_id=by_sha[info.sha256], batch_id=batch_id))
-            else:  # a rejected record, readable now: keep the row (nothing recorded is lost)
-                img.status, img.sha256, img.reason = "duplicate", info.sha256, f"same bytes as image {by_sha[info.sha256]}"
+            later.append((p, info.sha256, row[0] if row else None))
             d.duplicates += 1
             continue
-        fields = dict(sha256=info.sha256, bytes=info.bytes, width=info.width, height=info.height,
-                      mode=info.mode, status=info.status, reason=info.reason)
-        if img is None:
-            new.append({"path": p, "batch_id": batch_id, **fields})
-        else:
-            for k, v in fields.items():
-                setattr(img, k, v)
+        values = (info.sha256, info.bytes, info.width, info.height, info.mode, info.status,
+                  info.reason)
+        if row is None:
+            new.append((p, batch_id, *values))
+        else:   # a rejected record: keep the row, with what the file is now
+            s.execute(update(Image).where(Image.id == row[0])
+                      .values(dict(zip(IMAGE_KEYS[2:], values))))
         if info.status != "ok":
             d.rejected.append((p, info.reason))
             continue
-        if img is None:
-            pending.add(info.sha256)
+        by_sha[info.sha256] = row[0] if row else None
         d.added += 1
         d.recovered += row is not None
         if lab is not None:
-            labelled.append((p, lab, src, img))
-    s.flush()
-    _insert_images(s, new, new_ids, by_sha)
-    for p, lab, src, img in labelled:
-        if img is None:   # a new image has no label yet
-            s.add(Label(image_id=new_ids[p], label=lab, source=src))
-            d.labels += 1
-        elif _upsert_label(s, img.id, lab, src):
-            d.labels += 1
+            labels.append((p, row[0] if row else None, lab, src))
+    if new:
+        _insert_rows(s, Image.__table__, IMAGE_KEYS, new, dialect)
+    if any(by_sha[sha] is None for _, sha, _ in later):
+        by_sha.update((sha, i) for sha, i, _ in _owners(s, {sha for _, sha, _ in later}, dialect))
+    dup_rows = []
+    for p, sha, rid in later:
+        if rid is None:
+            dup_rows.append((p, by_sha[sha], batch_id))
+        else:   # a rejected record, readable now: keep the row (nothing recorded is lost)
+            s.execute(update(Image).where(Image.id == rid).values(
+                status="duplicate", sha256=sha, reason=f"same bytes as image {by_sha[sha]}"))
+    if dup_rows:
+        _insert_rows(s, DuplicatePath.__table__, ("path", "image_id", "batch_id"), dup_rows,
+                     dialect)
+    if labels:
+        d.labels += _store_labels(s, labels, dialect)
     return d
 
 
-def _insert_images(s, new: list[dict], new_ids: dict[str, int], by_sha: dict[str, int]) -> None:
-    """INSERT the rows of ``new`` (one executemany, in their order); read back their ids by
-    path (unique). RETURNING with ordered rows would run one statement per row on SQLite."""
-    if not new:
-        return
-    s.execute(insert(Image), new)
+def _store_labels(s, labels: list[tuple[str, int | None, str, str]], dialect: str) -> int:
+    """Insert or change one label per (image, source); returns how many were written."""
+    need = [p for p, i, _, _ in labels if i is None]
     ids = dict(s.execute(select(Image.path, Image.id).where(
-        Image.path.in_([r["path"] for r in new]))).all())
-    for r in new:
-        new_ids[r["path"]] = ids[r["path"]]
-        if r["status"] == "ok":
-            by_sha[r["sha256"]] = ids[r["path"]]
-    new.clear()
+        _one_of(Image.path, need, dialect))).all()) if need else {}
+    wanted = {(i if i is not None else ids[p], src): lab for p, i, lab, src in labels}
+    have = {(i, src): (lid, lab) for lid, i, src, lab in s.execute(
+        select(Label.id, Label.image_id, Label.source, Label.label).where(
+            _one_of(Label.image_id, {i for i, _ in wanted}, dialect)))}
+    add = [(i, lab, src) for (i, src), lab in wanted.items() if (i, src) not in have]
+    change = [{"lid": have[k][0], "new": lab} for k, lab in wanted.items()
+              if k in have and have[k][1] != lab]
+    if add:
+        _insert_rows(s, Label.__table__, ("image_id", "label", "source"), add, dialect)
+    if change:
+        s.execute(update(Label.__table__).where(Label.__table__.c.id == bindparam("lid"))
+                  .values(label=bindparam("new")), change)
+    return len(add) + len(change)
+
+
+def _insert_rows(s, table, keys: tuple[str, ...], rows: list[tuple], dialect: str) -> None:
+    """INSERT ``rows`` (tuples of the columns ``keys``) into ``table`` in their order, as one
+    statement without ORM objects: the rows go as one JSON document that the database
+    unpacks (SQLite ``json_each``, PostgreSQL ``json_to_recordset``). An executemany
+    instead runs a statement (PostgreSQL) or a step (SQLite, each releasing the GIL to
+    decoding threads) per row; it stays the fallback. Python-side column defaults
+    (timestamps, label status) are evaluated once per statement by SQLAlchemy."""
+    keys = list(keys)
+    if dialect == "postgresql":
+        doc = bindparam(None, [dict(zip(keys, r)) for r in rows], type_=JSON)
+        src = func.json_to_recordset(doc).table_valued(
+            *[column(k, table.c[k].type) for k in keys]).render_derived(with_types=True)
+        cols = [src.c[k] for k in keys]
+    elif dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38):
+        src = func.json_each(json.dumps(rows, ensure_ascii=False)).table_valued("value")
+        cols = [func.json_extract(src.c.value, f"$[{i}]") for i in range(len(keys))]
+    else:
+        s.execute(insert(table), [dict(zip(keys, r)) for r in rows])
+        return
+    s.execute(insert(table).from_select(keys, select(*cols)))   # + the columns' defaults

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from curate.errors import CurateError
+from curate.validation import check_matrix
 
 
 def project_2d(X: np.ndarray, method: str = "pca", random_state: int = 0) -> tuple[np.ndarray, str]:
@@ -26,11 +27,7 @@ def project_2d(X: np.ndarray, method: str = "pca", random_state: int = 0) -> tup
     ``how`` is ``"identity"`` when D == 2 (the embedding is already a map), else
     ``"pca"`` or ``"tsne"``. D == 1 gets a zero second axis.
     """
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or len(X) == 0:
-        raise CurateError(f"need a non-empty (N, D) embedding matrix, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise CurateError("the embeddings hold NaN or infinite values; re-embed the images")
+    X = np.asarray(check_matrix(X, "embeddings"), dtype=np.float32)
     if X.shape[1] == 2:
         return X.copy(), "identity"
     if X.shape[1] == 1:

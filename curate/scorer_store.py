@@ -18,7 +18,6 @@ images, and a split never leaves a class with fewer rows than the scorer needs.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,8 @@ from curate.embeddings import get_set, load_embeddings, safe_name
 from curate.errors import CurateError
 from curate.novelty import NoveltyScorer, make_scorer, scorer_from_state
 from curate.novelty.calibration import ConformalCalibrator
-from curate.provenance import versions
+from curate.provenance import add_ids_hashes, versions
+from curate.validation import check_alpha, check_finite
 
 #: scorers fitted per class: they need labels from the index
 CLASS_CONDITIONAL = ("mahalanobis-class", "centroid", "vmf")
@@ -44,26 +44,6 @@ _EXTRA = ("curate_reference_ids", "curate_calibration_ids", "curate_cal_scores")
 
 
 # ----------------------------------------------------------------------- helpers
-def check_finite(ids: np.ndarray, X: np.ndarray, where: str) -> None:
-    """CurateError naming the first image whose embedding has NaN/inf."""
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise CurateError(f"{where} has NaN/inf embeddings for {int(bad.sum())} image(s) "
-                          f"(first: image id {int(ids[bad][0])}); re-embed them")
-
-
-def ids_hash(ids) -> str:
-    """sha256 (first 16 hex) of the sorted int64 image ids."""
-    a = np.sort(np.asarray(ids, dtype="<i8"))
-    return hashlib.sha256(a.tobytes()).hexdigest()[:16]
-
-
-def check_alpha(alpha: float) -> float:
-    if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
-        raise CurateError(f"alpha must be in (0, 1), got {alpha}")
-    return float(alpha)
-
-
 def batch_image_ids(session, batches) -> np.ndarray | None:
     """Ids of the images in ``batches`` (None = no restriction); unknown names raise."""
     if not batches:
@@ -170,7 +150,6 @@ def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings
     calibration = {
         "n_cal": n_cal, "n_ref": len(ref), "fraction": float(calibration_fraction), "seed": seed,
         "reference_batches": list(reference_batches) if reference_batches else None,
-        "reference_ids_sha256": ids_hash(ids[ref]), "calibration_ids_sha256": ids_hash(ids[cal]),
         "n_unlabelled_dropped": n_unlabelled,
         "n_classes": None if y is None else int(len(np.unique(y[ref]))),
         # split conformal: P(flag | in-distribution) = floor(alpha (n+1)) / (n+1) <= alpha
@@ -179,6 +158,7 @@ def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings
         # in-sample on the calibration split (optimistic by construction; a sanity check)
         "achieved_fpr_in_sample": calibrator.achieved_fpr(calibrator.cal_scores_),
     }
+    add_ids_hashes(calibration, reference_ids_sha256=ids[ref], calibration_ids_sha256=ids[cal])
     state = est.get_state()
     state.update(curate_reference_ids=ids[ref], curate_calibration_ids=ids[cal],
                  curate_cal_scores=calibrator.cal_scores_)
@@ -309,5 +289,4 @@ def load_for_scorer(index, st: StoredScorer, embeddings: str | None = None,
 
 
 __all__ = ["fit_scorer", "load_scorer", "load_for_scorer", "get_scorer_row", "FitReport",
-           "StoredScorer", "CLASS_CONDITIONAL", "split_calibration", "check_finite", "check_alpha",
-           "ids_hash", "batch_image_ids"]
+           "StoredScorer", "CLASS_CONDITIONAL", "split_calibration", "batch_image_ids"]

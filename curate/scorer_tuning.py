@@ -33,7 +33,9 @@ from curate.embeddings import get_set, load_embeddings
 from curate.errors import CurateError
 from curate.novelty import SCORERS
 from curate.novelty.sensitivity import check_one_kind, tune
-from curate.scorer_store import CLASS_CONDITIONAL, batch_image_ids, check_finite, ids_hash
+from curate.provenance import read_split
+from curate.scorer_store import CLASS_CONDITIONAL, batch_image_ids
+from curate.validation import check_finite
 
 TAUS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.3, 0.5)
 KS = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -100,18 +102,7 @@ def run_split(index, set_name: str) -> tuple[TrainingRun, np.ndarray, np.ndarray
             "on these images: the sensitivity score needs images the encoder was trained on and "
             "images it never saw (thesis 003 §3.4); train one with `curate train` (it holds out "
             "--holdout-fraction 0.1) and `curate embed --model RUN`")
-    split = (run.data or {}).get("holdout_split")
-    if not split or "path" not in split:
-        raise CurateError(f"training run {run.name!r} recorded no held-out split (trained before "
-                          "--holdout-fraction existed); retrain it to tune on its embeddings")
-    try:
-        with np.load(split["path"]) as z:
-            train, hold = z["train_ids"].astype(np.int64), z["holdout_ids"].astype(np.int64)
-    except (OSError, KeyError, ValueError):
-        raise CurateError(f"split file of run {run.name!r} is missing or unreadable: "
-                          f"{split['path']}") from None
-    if ids_hash(train) != split.get("train_ids_hash") or ids_hash(hold) != split.get("holdout_ids_hash"):
-        raise CurateError(f"split file {split['path']} does not match run {run.name!r}'s record")
+    train, hold = read_split((run.data or {}).get("holdout_split"), f"training run {run.name!r}")
     return run, train, hold
 
 

@@ -13,7 +13,6 @@ pool). It is never selectable. ``batch`` restricts the pool to one ingest batch.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,9 @@ from curate.db.lookup import unique_name
 from curate.db.models import Simulation
 from curate.embeddings import get_set, load_embeddings
 from curate.errors import CurateError
-from curate.provenance import utcnow, versions
+from curate.provenance import add_ids_hashes, utcnow, versions
 from curate.select.simulation import ROUNDS, check_budgets, paired_differences, simulate_curves
+from curate.validation import check_budget
 
 SPLIT_SEED = 0
 BASELINE = "random"
@@ -56,10 +56,6 @@ def _records(df: pd.DataFrame) -> list[dict]:
     import json
 
     return json.loads(df.to_json(orient="records"))
-
-
-def _ids_hash(ids: np.ndarray) -> str:
-    return hashlib.sha256(np.sort(ids).astype("<i8").tobytes()).hexdigest()[:16]
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int = SPLIT_SEED) -> np.ndarray:
@@ -158,8 +154,7 @@ def simulate(index, strategies: Sequence[str], budgets: Sequence[int], seeds: in
         raise CurateError(f"the labelled pool has fewer than 2 classes "
                           f"({', '.join(classes[pool_classes]) or 'none'}); a classifier needs 2")
     n_pool = int(pool.sum())
-    if budgets[-1] > n_pool:
-        raise CurateError(f"budget {budgets[-1]} is larger than the pool of {n_pool} labelled images")
+    check_budget(budgets[-1], n_pool, "labelled images")
     results = simulate_curves(X[pool], y[pool], X[test], y[test], strategies, budgets, seeds,
                               probe=probe, rounds=rounds, metric=metric, device=device,
                               progress=progress)
@@ -170,9 +165,9 @@ def simulate(index, strategies: Sequence[str], budgets: Sequence[int], seeds: in
               "test_fraction": None if test_batch is not None else test_fraction,
               "split_seed": None if test_batch is not None else SPLIT_SEED,
               "pool_size": n_pool, "test_size": int(test.sum()),
-              "pool_ids_sha256": _ids_hash(ids[pool]), "test_ids_sha256": _ids_hash(ids[test]),
               "classes": classes.tolist(),
               "pool_class_counts": np.bincount(y[pool], minlength=len(classes)).tolist()}
+    add_ids_hashes(params, pool_ids_sha256=ids[pool], test_ids_sha256=ids[test])
     seconds = results.groupby("strategy", sort=False)["seconds"].sum()
     stored_summary = {"paired": _records(summary), "baseline": BASELINE,
                       "selection_seconds": {k: float(v) for k, v in seconds.items()}}

@@ -20,7 +20,6 @@ storages in local-files mode). Cost O(selection) in memory.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,13 +31,12 @@ from sqlalchemy import func, select
 
 from curate.db.models import Image, Label, LabelStudioTask, Score, Scorer, SelectionItem
 from curate.errors import CurateError, ServiceError
-from curate.export import drop_missing, resolve_selection
+from curate.export import URI, drop_missing, labelstudio_task, resolve_selection
 from curate.integrations.labelstudio_client import base_url, find_project, service
 from curate.integrations.labelstudio_config import (ConfigInfo, classification_config,
                                                     missing_classes, parse_config)
 from curate.integrations.labelstudio_upload import MAX_FILES, existing_uploads, upload_images
 
-URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 URL_MODES = ("auto", "local-files", "base-url", "as-is")
 PUSH_MODES = URL_MODES + ("upload",)  # upload: push only (export writes URLs)
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
@@ -324,8 +322,7 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
             report.uploaded += sent
         tasks = []
         for image_id, rank, _ in chunk:
-            task = {"data": {"image": urls[image_id], "curate_id": image_id,
-                             "curate_rank": rank, "curate_selection": sel.id}}
+            task = labelstudio_task(urls[image_id], image_id, rank, sel.id)
             if image_id in scores:
                 task["predictions"] = [_prediction(info, existing.get(image_id), scores[image_id],
                                                    scorer.name)]

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from curate.batch_shift import check_batch_shift
-from curate.db.models import Batch, BatchCheck
+from curate.db.models import Batch, BatchCheck, Image
 from curate.errors import CurateError
 from curate.scorer_store import fit_scorer
 from novelty_images import ingest_and_embed, write_corpus
@@ -49,6 +49,13 @@ def test_novel_batch_shifted_in_distribution_batch_not(index, fitted):
         assert row.params["alpha"] == 0.1 and row.params["n_ref_used"] == 60
         assert "numpy" in row.versions and row.result["mmd"]["statistic"] > 0
         assert len(row.result["most_novel"]) == 10
+        from curate.provenance import matches_ids, same_ids
+        from curate.scorer_store import load_scorer
+
+        ids = [i for i, b in s.execute(select(Image.id, Batch.name).join(Batch)).all() if b == "new-out"]
+        assert matches_ids(ids, row.params, "batch_ids_sha256") and row.params["ids_hash_version"] == 2
+        cal = load_scorer(index, fitted).calibration  # 60 reference images, all used here
+        assert same_ids(row.params, "reference_ids_sha256", cal, "reference_ids_sha256") is True
 
 
 def test_recheck_replaces_the_batch_in_the_family(index, fitted):

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from curate.db.models import Image, Label, Selection, SelectionItem
 from curate.errors import CurateError
-from curate.export import (COLUMNS, labelstudio_tasks, selection_frame, write_frame, write_labelstudio_json,
-                           write_selection)
+from curate.export import (COLUMNS, labelstudio_task, labelstudio_tasks, selection_frame, write_frame,
+                           write_labelstudio_json, write_selection)
 from curate.workspace import init_workspace
 
 ROWS = pd.DataFrame({"rank": [2, 1, 3], "image_id": [7, 3, 9], "path": ["/d/b.png", "/d/a.png", "/d/c.png"],
@@ -56,6 +56,13 @@ def test_labelstudio_tasks_carry_curate_id(tmp_path):
     assert tasks[0] == {"data": {"image": "http://h/a.png", "curate_id": 3, "curate_rank": 1}}
     path = write_labelstudio_json(ROWS, tmp_path / "t.json", lambda p: p)
     assert [t["data"]["curate_id"] for t in json.loads(path.read_text())] == [3, 7, 9]
+    # the one task builder (push uses it too): the selection id when the rows have one
+    assert labelstudio_tasks(ROWS, str, selection_id=4)[0]["data"]["curate_selection"] == 4
+    rows = ROWS.copy()
+    rows.attrs["selection_id"] = 5
+    assert {t["data"]["curate_selection"] for t in labelstudio_tasks(rows, str)} == {5}
+    assert labelstudio_task("u", 3, 1, 2) == {"data": {"image": "u", "curate_id": 3, "curate_rank": 1,
+                                                        "curate_selection": 2}}
 
 
 @pytest.fixture
@@ -87,6 +94,7 @@ def test_selection_frame_latest_and_by_id(ws_with_selection):
     assert sid == 2 and df["rank"].tolist() == [1, 2]
     sid, df = selection_frame(index, 1)
     assert df["label"].tolist() == ["dog", None]  # label-studio beats folder; skipped is no label
+    assert df.attrs["selection_id"] == sid == 1
     with pytest.raises(CurateError, match="no selection with id 99"):
         selection_frame(index, 99)
     with pytest.raises(CurateError, match="'latest'"):
@@ -111,6 +119,7 @@ def test_export_cli(ws_with_selection, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     tasks = json.loads(r.stdout)
     assert tasks[0]["data"]["image"] == "http://img/img2.png" and tasks[0]["data"]["curate_id"] == 3
+    assert {t["data"]["curate_selection"] for t in tasks} == {2}  # as push sends them
     r = CliRunner().invoke(main, ["-w", str(ws.root), "export", "--format", "labelstudio-json"])
     assert r.exit_code == 2 and "document root" in r.output
 

@@ -66,3 +66,41 @@ def test_unsupported_mode_is_rejected(tmp_path):
     finally:
         imageio.SUPPORTED_MODES = saved
     assert info.status == "rejected" and "unsupported image mode I;16B" in info.reason
+
+
+def test_a_png_whose_pixels_do_not_decode_is_rejected(tmp_path):
+    """Its header is fine; the compressed pixels are not. (Checking EXIF before decoding
+    once swallowed the decode error, and the image was taken as ok.)"""
+    good = write_image(tmp_path / "good.png", size=(40, 24)).read_bytes()
+    at = good.index(b"IDAT") + 4 + 20          # inside the zlib stream
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good[:at] + bytes([good[at] ^ 0xFF]) + good[at + 1:])
+    info = inspect_image(bad)
+    assert info.status == "rejected" and info.reason.startswith("corrupt image"), info
+    with pytest.raises(OSError):
+        load_image(bad)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("TIFF", "tif"), ("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp")])
+def test_recorded_size_is_the_upright_size_load_image_gives(tmp_path, fmt, suffix):
+    exif = Image.Exif()
+    exif[0x0112] = 6   # rotate 90 degrees to display: 40x24 stored, 24x40 upright
+    p = tmp_path / f"rot.{suffix}"
+    Image.fromarray(np.zeros((24, 40, 3), np.uint8)).save(p, format=fmt, exif=exif)
+    info = inspect_image(p)
+    assert (info.width, info.height) == load_image(p).size == (24, 40)
+
+
+def test_bytes_and_hash_match_the_file_for_the_streamed_path_too(tmp_path, monkeypatch):
+    import hashlib
+
+    from curate import imageio
+
+    p = write_image(tmp_path / "x.png", size=(32, 32), seed=5)
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    small = inspect_image(p)
+    monkeypatch.setattr(imageio, "IN_MEMORY_BYTES", 10)   # larger files are streamed
+    streamed = inspect_image(p)
+    assert small == streamed and small.sha256 == digest and small.bytes == p.stat().st_size
+    too_big = inspect_image(p, max_bytes=p.stat().st_size - 1)
+    assert too_big.reason.startswith("cannot read file: file too large")

@@ -45,6 +45,11 @@ def test_fit_score_flag_store_and_rerun(index, ws, embedded):
     with np.load(rep.state_path) as z:
         ref_ids, cal_ids = z["curate_reference_ids"], z["curate_calibration_ids"]
     assert len(ref_ids) == 60 and len(cal_ids) == 20 and not set(ref_ids) & set(cal_ids)
+    from curate.provenance import ids_hash
+
+    assert rep.calibration["ids_hash_version"] == 2  # the one id-set hash, full 64 hex
+    assert rep.calibration["reference_ids_sha256"] == ids_hash(ref_ids)
+    assert rep.calibration["calibration_ids_sha256"] == ids_hash(cal_ids)
     assert Path(rep.state_path).parent == ws.models_dir / "scorers"
 
     res = score_images(index)  # the latest scorer, every image

@@ -120,18 +120,12 @@ def is_fresh(path: Path, records, image_size: int, channels: int) -> bool:
         return False
 
 
-class _Decode(torch.utils.data.Dataset):
-    def __init__(self, source, image_size: int):
-        from curate.trainers.augment import base_transform
+def _decoded(source, image_size: int):
+    """Dataset of ``(i, uint8 base image (C, S, S))`` or ``(i, None)`` per image of ``source``."""
+    from curate.data import ImageDataset
+    from curate.trainers.augment import base_transform
 
-        self.source, self.base = source, base_transform(image_size)
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, i):
-        img = self.source.load(i)
-        return i, (None if img is None else self.base(img))
+    return ImageDataset(source, base_transform(image_size))
 
 
 def _as_list(items):
@@ -158,7 +152,7 @@ def ensure_cache(source, image_size: int, folder: Path | str, workers: int = 0,
     bad: list[int] = []
     try:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(recs), c, s, s))
-        loader = torch.utils.data.DataLoader(_Decode(source, s), batch_size=64, num_workers=workers,
+        loader = torch.utils.data.DataLoader(_decoded(source, s), batch_size=64, num_workers=workers,
                                              collate_fn=_as_list)
         for items in loader:
             for i, x in items:
@@ -181,7 +175,7 @@ def ensure_cache(source, image_size: int, folder: Path | str, workers: int = 0,
 
 def array_images(source, image_size: int) -> CachedImages:
     """In-memory base images of an ``ArraySource`` (or any source with ``load``)."""
-    ds = _Decode(source, image_size)
+    ds = _decoded(source, image_size)
     items = [ds[i] for i in range(len(ds))]
     valid = np.array([i for i, x in items if x is not None], np.int64)
     shape = (int(source.channels), int(image_size), int(image_size))

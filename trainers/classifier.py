@@ -143,7 +143,7 @@ def predict_proba(index, ws, model: str, batch: str | None = None, batch_size: i
 
     from curate.data import ImageDataset, collate_skip_missing, list_images
     from curate.db.models import Model
-    from curate.embed import resolve_device
+    from curate.validation import resolve_device
     from curate.encoders import ENCODERS, load_trained_encoders
 
     load_trained_encoders()

@@ -1,6 +1,6 @@
 """One LightningDataModule for every trainer: images from the index (or arrays) -> views.
 
-A *source* yields PIL images: :class:`RecordSource` reads index records through
+A *source* yields PIL images: :class:`curate.data.RecordSource` reads index records through
 ``curate.imageio.load_image`` (a file that vanished since ingest is skipped),
 :class:`ArraySource` wraps uint8 arrays (N, H, W) or (N, H, W, 3) for benchmarks and
 tests that bypass the database. :class:`ViewDataset` turns each image into the
@@ -30,7 +30,6 @@ each image's views are made one at a time in the loader (:class:`ViewDataset`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,25 +39,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.data import ImageRecord, list_images
+from curate.data import ImageDataset, ImageRecord, RecordSource, list_images
 from curate.errors import CurateError
-from curate.imageio import EXTENSIONS, load_image
-
-
-class RecordSource:
-    """Images at ``records[i].path`` loaded as RGB (channels=3) or L (channels=1)."""
-
-    def __init__(self, records: Sequence[ImageRecord], channels: int = 3):
-        self.records, self.channels = list(records), channels
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def load(self, i: int) -> Image.Image | None:
-        try:
-            return load_image(self.records[i].path, self.channels)
-        except (OSError, ValueError, SyntaxError):
-            return None
+from curate.imageio import EXTENSIONS
+from curate.provenance import add_ids_hashes
 
 
 class ArraySource:
@@ -78,38 +62,18 @@ class ArraySource:
         return im.convert("RGB" if self.channels == 3 else "L")
 
 
-class ViewDataset(torch.utils.data.Dataset):
-    """Item ``i``: ``(view_fn(image), label)``, or None for an unreadable file."""
+class ViewDataset(ImageDataset):
+    """Item ``i``: ``(view_fn(image), label)``, or None for an unreadable image."""
 
     def __init__(self, source, view_fn: Callable[[Image.Image], Any],
                  labels: Sequence[int] | np.ndarray | None = None):
-        self.source, self.view_fn = source, view_fn
+        super().__init__(source, view_fn)
+        self.view_fn = view_fn
         self.labels = np.full(len(source), -1, np.int64) if labels is None else np.asarray(labels)
 
-    def __len__(self) -> int:
-        return len(self.source)
-
     def __getitem__(self, i: int):
-        img = self.source.load(i)
-        if img is None:
-            return None
-        return self.view_fn(img), int(self.labels[i])
-
-
-class BaseDataset(torch.utils.data.Dataset):
-    """Item i: ``(uint8 base image (C, S, S), label)``, decoded now; None if unreadable."""
-
-    def __init__(self, source, image_size: int, labels: np.ndarray):
-        from curate.trainers.augment import base_transform
-
-        self.source, self.base, self.labels = source, base_transform(image_size), labels
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int):
-        img = self.source.load(i)
-        return None if img is None else (self.base(img), int(self.labels[i]))
+        _, views = super().__getitem__(i)
+        return None if views is None else (views, int(self.labels[i]))
 
 
 def _batch_as_is(batch):
@@ -138,10 +102,6 @@ def label_codes(labels: Sequence[str | None]) -> tuple[np.ndarray, list[str]]:
     classes = sorted({lab for lab in labels if lab is not None})
     pos = {c: i for i, c in enumerate(classes)}
     return np.array([pos[lab] if lab is not None else -1 for lab in labels], np.int64), classes
-
-
-def ids_hash(ids: Sequence[int]) -> str:
-    return hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()
 
 
 def default_workers() -> int:
@@ -228,8 +188,8 @@ class ImageDataModule(L.LightningDataModule):
         held, drop = [recs[i].id for i in out], set(out.tolist())
         recs = [r for i, r in enumerate(recs) if i not in drop]
         codes, classes = label_codes([r.label for r in recs])
-        info = {"batch": batch, "ids_sha256": ids_hash([r.id for r in recs]),
-                "labelled": int((codes >= 0).sum()), "classes": len(classes)}
+        info = add_ids_hashes({"batch": batch, "labelled": int((codes >= 0).sum()),
+                               "classes": len(classes)}, ids_sha256=[r.id for r in recs])
         ref = hold = None
         if knn_holdout > 0:
             if len(classes) < 2:
@@ -240,15 +200,17 @@ class ImageDataModule(L.LightningDataModule):
             ref_idx = np.random.default_rng(seed).permutation(ref_idx)[:max_reference]
             ref = (RecordSource([recs[i] for i in ref_idx], channels), codes[ref_idx])
             hold = (RecordSource([recs[i] for i in h], channels), codes[h])
-            info.update(holdout=len(h), holdout_ids_sha256=ids_hash([recs[i].id for i in h]))
+            info["holdout"] = len(h)
+            knn_ids = [recs[i].id for i in h]
             recs, codes = [recs[i] for i in keep], codes[keep]
-            info["ids_sha256"] = ids_hash([r.id for r in recs])
+            add_ids_hashes(info, holdout_ids_sha256=knn_ids, ids_sha256=[r.id for r in recs])
         train_ids = np.array([r.id for r in recs], np.int64)
-        info["holdout_split"] = {
+        info["holdout_split"] = add_ids_hashes({
             "fraction": float(holdout_fraction), "seed": int(seed), "n_train": len(train_ids),
-            "n_holdout": len(held), "holdout_ids_sha256": ids_hash(held),
+            "n_holdout": len(held),
             "rule": "ok images ordered by id; held out: the first round(fraction*n) "
-                    "positions of numpy default_rng(seed).permutation(n)"}
+                    "positions of numpy default_rng(seed).permutation(n)"},
+            holdout_ids_sha256=held, train_ids_sha256=train_ids)
         from curate.trainers.augment import eval_transform
 
         dm = cls(RecordSource(recs, channels), view_fn, labels=codes, knn_reference=ref,
@@ -260,21 +222,19 @@ class ImageDataModule(L.LightningDataModule):
     def save_split(self, folder: Path | str) -> dict:
         """Write ``split_ids`` to ``folder/split.npz`` (``train_ids``, ``holdout_ids``;
         temporary file + rename) and return ``data_info`` with the file's path and the
-        ids' hashes (:func:`curate.scorer_store.ids_hash`) under ``holdout_split``; read
-        back by :func:`curate.scorer_tuning.run_split`. No split: ``data_info`` as is. Both
+        ids' hashes (:func:`curate.provenance.ids_hash`) under ``holdout_split``; read
+        back by :func:`curate.provenance.read_split`. No split: ``data_info`` as is. Both
         with :meth:`input_record` (the pipeline as planned; the run's end records it again)."""
         if self.split_ids is None:
             return dict(self.data_info, **self.input_record())
-        from curate.scorer_store import ids_hash as short_hash
-
         path = Path(folder) / "split.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".split.{os.getpid()}.tmp.npz")
         np.savez(tmp, train_ids=self.split_ids["train"], holdout_ids=self.split_ids["holdout"])
         os.replace(tmp, path)
-        split = dict(self.data_info["holdout_split"], path=str(path),
-                     train_ids_hash=short_hash(self.split_ids["train"]),
-                     holdout_ids_hash=short_hash(self.split_ids["holdout"]))
+        split = add_ids_hashes(dict(self.data_info["holdout_split"], path=str(path)),
+                               train_ids_sha256=self.split_ids["train"],
+                               holdout_ids_sha256=self.split_ids["holdout"])
         return dict(self.data_info, holdout_split=split, **self.input_record())
 
     # ------------------------------------------------------------ pipelines
@@ -348,7 +308,10 @@ class ImageDataModule(L.LightningDataModule):
             ds, workers, collate = CachedDataset(cached, labels), 0, _batch_as_is
             labels = ds.labels
         elif kind != "per-image":
-            ds, collate = BaseDataset(self.source, self.view_fn.image_size, labels), collate_base
+            from curate.trainers.augment import base_transform
+
+            ds = ViewDataset(self.source, base_transform(self.view_fn.image_size), labels)
+            collate = collate_base
         else:  # hook: a trainer may set ``dataset_fn(source, view_fn, labels)`` (siamese pairs)
             make = getattr(self, "dataset_fn", None) or ViewDataset
             ds = make(self.source, self.view_fn, self.labels)

@@ -27,9 +27,8 @@ batch-hard, Schroff et al. 2015 semi-hard).
   concentration fitted by vMF negative log-likelihood around the centroids (on
   detached embeddings: the head estimates confidence, NCL shapes the space; own param
   group, ``--kappa-lr``, gradient rescaled to (-1, 1)); ``--with-ce`` adds cross-entropy of a linear layer on the
-  embedding ("vMF + NCL + CE"). At the end, ``vmf.npz`` (means, kappas, labels,
-  distance) is written next to the checkpoints (run folder), its path recorded in the
-  Model params (``vmf_params``) for ``curate.novelty`` ``VMFScorer.from_params``.
+  embedding ("vMF + NCL + CE"). Centroids and kappas are kept in every checkpoint
+  (``checkpoint["ncl"]``, the arguments of ``curate.novelty`` ``VMFScorer.from_params``).
 
 Cost per step: one backbone forward/backward of the batch (two for the pairs);
 triplet mining O(B^2) (``all``: O(B^3) triplets), NCL O(B K D).
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curate.data import collate_skip_missing
+from curate.data import ImageDataset, collate_skip_missing
 from curate.errors import CurateError
 from curate.trainers.augment import Views, ViewSpec, single_mild_view
 from curate.trainers.base import Option, TrainModule, forward_views, make_optimizers, register
@@ -63,20 +62,6 @@ def head_options(dim: int) -> tuple[Option, ...]:
 def plain_views(image_size: int, channels: int) -> Views:
     """One un-augmented view: the eval transform (resize, centre crop, normalise)."""
     return Views(image_size, [ViewSpec(image_size, channels, crop=False).compose()])
-
-
-class _Indexed(torch.utils.data.Dataset):
-    """``(i, eval_fn(image_i))`` or ``(i, None)`` for an unreadable file."""
-
-    def __init__(self, source, eval_fn):
-        self.source, self.eval_fn = source, eval_fn
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, i):
-        img = self.source.load(i)
-        return i, (None if img is None else self.eval_fn(img))
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -181,7 +166,7 @@ class MetricModule(TrainModule):
     def embed_source(self, source, eval_fn, batch_size: int = 256, num_workers: int = 0) -> np.ndarray:
         """Embeddings float32 (N, dim) of every image of ``source`` (zeros for unreadable files)."""
         out = np.zeros((len(source), self.opts["embedding_dim"]), np.float32)
-        dl = torch.utils.data.DataLoader(_Indexed(source, eval_fn), batch_size=batch_size,
+        dl = torch.utils.data.DataLoader(ImageDataset(source, eval_fn), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=collate_skip_missing)
         for idx, x, _missing in dl:
             if x is not None:

@@ -15,17 +15,18 @@ confidence head (001). See ``../shared/docs/methods.md`` §1.4.
   (``2 asin(clamp(||u - v|| / 2, 0, 1))``) between rows of two matrices.
 - :func:`ncl_alpha`, :func:`update_centroids`, :func:`ncl_loss` -- the N-centroids loss
   on the unit sphere with EMA centroids ``c = normalise(alpha c' + (1 - alpha) c)``.
-- :func:`log_bessel_iv`, :func:`vmf_log_normalizer`, :func:`vmf_nll` -- the von
-  Mises-Fisher log-likelihood, differentiable in the concentration and stable up to
-  thousands of dimensions (see :func:`log_bessel_iv` for the method).
+- :func:`vmf_log_prob`, :func:`vmf_nll` -- the von Mises-Fisher log-likelihood,
+  differentiable in the concentration and stable up to thousands of dimensions; the
+  normaliser is :func:`curate.novelty.vmf.vmf_log_normalizer` ``(d, kappa)`` (the one
+  Bessel code of curate: scipy's ``ive`` plus a Debye expansion where it underflows).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from curate.novelty.vmf import vmf_log_normalizer
 
 DISTANCES = ("euclidean", "cosine", "great-circle")
 
@@ -122,72 +123,9 @@ def ncl_loss(z: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor,
 
 
 # --------------------------------------------------------------------------- vMF
-_DEBYE_MIN_ORDER = 16.0
-
-
-def _debye_log_iv(v: float, k: torch.Tensor) -> torch.Tensor:
-    """Uniform asymptotic (Debye) expansion of ``log I_v(k)``, terms u1..u4 (DLMF 10.41.3).
-
-    ``I_v(v z) ~ exp(v eta) / (sqrt(2 pi v) (1 + z^2)^(1/4)) sum_j u_j(t) / v^j`` with
-    ``t = 1 / sqrt(1 + z^2)`` and ``eta = sqrt(1 + z^2) + log(z / (1 + sqrt(1 + z^2)))``.
-    Uniform in ``z``; relative error ~ u5 / v^5 (~1e-9 for v >= 16).
-    """
-    z = k / v
-    s = torch.sqrt(1 + z * z)
-    t = 1 / s
-    eta = s + torch.log(z) - torch.log1p(s)
-    t2 = t * t
-    u1 = t * (3 - 5 * t2) / 24
-    u2 = t2 * (81 - 462 * t2 + 385 * t2 ** 2) / 1152
-    u3 = t * t2 * (30375 - 369603 * t2 + 765765 * t2 ** 2 - 425425 * t2 ** 3) / 414720
-    u4 = t2 ** 2 * (4465125 - 94121676 * t2 + 349922430 * t2 ** 2 - 446185740 * t2 ** 3
-                    + 185910725 * t2 ** 4) / 39813120
-    series = 1 + u1 / v + u2 / v ** 2 + u3 / v ** 3 + u4 / v ** 4
-    return v * eta - 0.5 * math.log(2 * math.pi * v) + 0.5 * torch.log(t) + torch.log(series)
-
-
-def log_bessel_iv(v: float, k: torch.Tensor) -> torch.Tensor:
-    """``log I_v(k)``, the log modified Bessel function of the first kind; differentiable in k.
-
-    ``v >= 0`` a Python float (order), ``k > 0`` a tensor (any shape). Computed in float64
-    and cast back. Method: for ``v >= 16`` the uniform asymptotic (Debye) expansion
-    (:func:`_debye_log_iv`); for smaller orders the expansion at order ``v + n`` (n with
-    ``v + n >= 16``) followed by the stable backward recurrence of the ratio
-    ``r_v = I_{v+1} / I_v = 1 / (2 (v + 1) / k + r_{v+1})`` (I_v is the minimal solution
-    of the recurrence, so going down in order does not amplify error), with
-    ``log I_v = log I_{v+1} - log r_v``. No over/underflow: everything stays in logs,
-    so it is finite for ``v = 511`` (d = 1024) at ``k`` from 1e-3 to 1e6, where
-    ``scipy.special.ive`` underflows to 0. Agrees with ``log(ive(v, k)) + k`` to ~1e-8
-    relative where the latter is finite (tests). Cost: ~30 elementwise ops.
-    """
-    dtype = k.dtype
-    k = k.to(torch.float64)
-    if v >= _DEBYE_MIN_ORDER:
-        return _debye_log_iv(float(v), k).to(dtype)
-    n = int(math.ceil(_DEBYE_MIN_ORDER - v))
-    top = float(v + n)
-    log_top = _debye_log_iv(top, k)
-    r = torch.exp(_debye_log_iv(top + 1, k) - log_top)  # I_{top+1} / I_top
-    out = log_top
-    for j in range(n - 1, -1, -1):  # orders v + n - 1 ... v
-        r = 1.0 / (2.0 * (v + j + 1) / k + r)  # r_{v+j}
-        out = out - torch.log(r)
-    return out.to(dtype)
-
-
-def vmf_log_normalizer(kappa: torch.Tensor, dim: int) -> torch.Tensor:
-    """``log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa)``.
-
-    The vMF density on the unit sphere S^{d-1} is ``C_d(kappa) exp(kappa mu.x)``.
-    ``kappa`` > 0 (any shape), ``dim`` = d >= 2. Differentiable in kappa.
-    """
-    v = dim / 2.0 - 1.0
-    return v * torch.log(kappa) - (dim / 2.0) * math.log(2 * math.pi) - log_bessel_iv(v, kappa)
-
-
 def vmf_log_prob(z: torch.Tensor, mu: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
     """Log densities of unit rows ``z`` (B, D) under vMFs (``mu`` (K, D) unit, ``kappa`` (K,)) -> (B, K)."""
-    return vmf_log_normalizer(kappa, z.shape[1])[None, :] + kappa[None, :] * (z @ mu.T)
+    return vmf_log_normalizer(z.shape[1], kappa)[None, :] + kappa[None, :] * (z @ mu.T)
 
 
 def vmf_nll(z: torch.Tensor, labels: torch.Tensor, mu: torch.Tensor, kappa: torch.Tensor,
@@ -195,8 +133,9 @@ def vmf_nll(z: torch.Tensor, labels: torch.Tensor, mu: torch.Tensor, kappa: torc
     """Negative log-likelihood of unit ``z`` (B, D) under its own class vMF (mu[y], kappa[y]).
 
     Minimising it over ``kappa`` gives the maximum-likelihood concentration per class
-    (mean resultant length ``A_d(kappa) = I_{d/2}/I_{d/2-1} = mean mu.z``).
+    (mean resultant length ``A_d(kappa) = I_{d/2}/I_{d/2-1} = mean mu.z``). The
+    normaliser is evaluated once per class (K values), then gathered.
     """
     k = kappa[labels]
-    per = -(vmf_log_normalizer(k, z.shape[1]) + k * (z * mu[labels]).sum(1))
+    per = -(vmf_log_normalizer(z.shape[1], kappa)[labels] + k * (z * mu[labels]).sum(1))
     return per if reduction == "none" else per.mean()

@@ -11,6 +11,7 @@ import sys
 import click
 
 from curate.cli.context import Context
+from curate.cli.options import verbose_option, workspace_option
 from curate.errors import CurateError
 
 
@@ -42,12 +43,11 @@ class CurateGroup(click.Group):
 
 
 @click.group(cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--workspace", "-w", type=click.Path(file_okay=False), envvar="CURATE_WORKSPACE",
-              help="Workspace folder (default: search upwards from the current folder).")
+@workspace_option(envvar="CURATE_WORKSPACE",
+                  help="Workspace folder (default: search upwards from the current folder).")
 @click.option("--db", envvar="CURATE_DB", metavar="URL",
               help="Index database URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the workspace).")
-@click.option("--verbose", "-v", is_flag=True,
-              help="Also show the libraries' own output (Lightning's device banners and tips).")
+@verbose_option(help="Also show the libraries' own output (Lightning's device banners and tips).")
 @click.version_option(package_name="curate")
 @click.pass_context
 def main(ctx: click.Context, workspace: str | None, db: str | None, verbose: bool) -> None:

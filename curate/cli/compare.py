@@ -10,16 +10,10 @@ from rich.table import Table
 from rich.text import Text
 
 from curate.cli.context import Context, pass_ctx
-from curate.errors import CurateError
+from curate.cli.options import (device_option, embeddings_option, int_list, json_option,
+                                out_option, seed_option, seeds_option, test_batch_option)
 
 STYLE = {"better": "green", "worse": "red", "not distinguishable": "yellow"}
-
-
-def _ints(value: str) -> list[int]:
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise CurateError(f"--budgets takes comma-separated integers, got {value!r}") from None
 
 
 def _num(v, signed: bool = False) -> str:
@@ -100,28 +94,26 @@ def render_training(ctx: Context, run, table: bool = True) -> None:
 
 
 @click.command("compare")
-@click.option("--embeddings", multiple=True, metavar="SET",
-              help="Embedding set to compare (repeat, or comma-separated; default: every set).")
+@embeddings_option(multiple=True, metavar="SET",
+                   help="Embedding set to compare (repeat, or comma-separated; default: every set).")
 @click.option("--ood-batch", "ood_batches", multiple=True, metavar="NAME",
               help="An out-of-distribution batch (repeat): OOD AUROC against the other images.")
-@click.option("--test-batch", metavar="NAME",
-              help="Labelled batch held out as the test set (default: 5-fold cross-validation).")
+@test_batch_option(metavar="NAME",
+                   help="Labelled batch held out as the test set (default: 5-fold cross-validation).")
 @click.option("--baseline", metavar="SET",
               help="The pixels-pca set (default: the latest; computed when there is none).")
 @click.option("--budgets", default="20,100", show_default=True,
               help="AL budgets (default strategy vs random).")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="AL repetitions.")
+@seeds_option(help="AL repetitions.")
 @click.option("--no-al", is_flag=True, help="Skip the active-learning simulation.")
 @click.option("--max-images", type=click.IntRange(min=10), default=10000, show_default=True,
               help="At most this many labelled images (OOD rows: half).")
 @click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True,
               help="Bootstrap resamples per interval.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True,
-              help="For computing the baseline: auto, cpu or cuda.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the table (.csv, .parquet, .json).")
-@click.option("--json", "as_json", is_flag=True)
+@seed_option()
+@device_option(help="For computing the baseline: auto, cpu or cuda.")
+@out_option(help="Write the table (.csv, .parquet, .json).")
+@json_option()
 @pass_ctx
 def compare(ctx: Context, embeddings, ood_batches, test_batch, baseline, budgets, seeds, no_al,
             max_images, bootstrap, seed, device, out, as_json) -> None:
@@ -132,7 +124,7 @@ def compare(ctx: Context, embeddings, ood_batches, test_batch, baseline, budgets
     say = None if as_json or not ctx.err.is_terminal else (
         lambda m: ctx.err.print(Text(m, style="dim")))
     res = run(ctx.index, ctx.workspace, list(embeddings) or None, ood_batches=ood_batches,
-              test_batch=test_batch, baseline=baseline, al=not no_al, al_budgets=_ints(budgets),
+              test_batch=test_batch, baseline=baseline, al=not no_al, al_budgets=int_list(budgets),
               al_seeds=seeds, max_images=max_images, n_boot=bootstrap, seed=seed, device=device,
               out=out, progress=say)
     if as_json:

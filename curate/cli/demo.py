@@ -3,15 +3,15 @@
 import click
 
 from curate.cli.context import Context, pass_ctx, stage_progress
+from curate.cli.options import verbose_option, workspace_option
 
 
 @click.command("demo")
 @click.option("--budget", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--no-train", is_flag=True, help="Use pixels-pca instead of training a quick SSL encoder.")
-@click.option("--workspace", "-w", "workspace", type=click.Path(file_okay=False),
-              help="Folder for the demo workspace (default: ./curate-demo, or -2, -3... if taken; "
-                   "the same as `curate -w DIR demo`).")
-@click.option("--verbose", "-v", is_flag=True, help="Also show Lightning's own output (banners, tips).")
+@workspace_option(help="Folder for the demo workspace (default: ./curate-demo, or -2, -3... if taken; "
+                       "the same as `curate -w DIR demo`).")
+@verbose_option(help="Also show Lightning's own output (banners, tips).")
 @pass_ctx
 def demo(ctx: Context, budget, no_train, workspace, verbose) -> None:
     """Run the whole job on sklearn's digits in a fresh workspace (or --workspace DIR)."""

@@ -3,6 +3,7 @@
 import click
 
 from curate.cli.context import Context, RegistryChoice, pass_ctx, progress_bar
+from curate.cli.options import batch_option, device_option, json_option, ray_option
 
 
 @click.command("embed")
@@ -11,18 +12,17 @@ from curate.cli.context import Context, RegistryChoice, pass_ctx, progress_bar
               help="Backbone weights: a torchvision name (DEFAULT, IMAGENET1K_V1; read from torch's "
                    "hub cache, downloaded once when missing) or a local file.")
 @click.option("--model", help="A trained model (run name) from `curate train`.")
-@click.option("--batch", help="Embed only this ingest batch.")
+@batch_option(help="Embed only this ingest batch.")
 @click.option("--image-size", type=click.IntRange(8, 1024), help="Input size in pixels (encoder default if omitted).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option()
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (default: by dataset size).")
-@click.option("--ray", "ray", metavar="ADDRESS",
-              help="Run on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or local (start one here). "
-                   'Needs pip install "curate[ray]".')
+@ray_option(help="Run on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or local (start one here). "
+                'Needs pip install "curate[ray]".')
 @click.option("--ray-actors", type=click.IntRange(min=1), default=None,
               help="Encoder actors on Ray (default: one per GPU, else one per CPU slot).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @pass_ctx
 def embed(ctx: Context, encoder, weights, model, batch, image_size, device, dtype, batch_size,
           workers, ray, ray_actors, as_json) -> None:

@@ -3,6 +3,7 @@
 import click
 
 from curate.cli.context import Context, pass_ctx, progress_bar
+from curate.cli.options import batch_option, json_option
 from curate.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from curate.ingest import ingest as run_ingest
 
@@ -11,7 +12,7 @@ SHOW = 50
 
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--batch", help="Batch name for these images (default: 'default'; at most 255 characters).")
+@batch_option(help="Batch name for these images (default: 'default'; at most 255 characters).")
 @click.option("--labels", metavar="folders|FILE.csv",
               help="Labels from parent folder names (ImageFolder layout) or a CSV/Parquet (path,label).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
@@ -21,7 +22,7 @@ SHOW = 50
 @click.option("--allow-outside", is_flag=True,
               help="Follow symlinks leaving the given folders and read manifest paths outside "
                    "the manifest's folder (skipped and reported by default).")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@json_option(help="Print a machine-readable summary.")
 @pass_ctx
 def ingest(ctx: Context, paths, batch, labels, max_pixels, max_bytes, allow_outside, as_json) -> None:
     """Validate, hash and index image folders, files or manifests (.csv/.parquet).

@@ -14,10 +14,12 @@ from pathlib import Path
 import click
 
 from curate.cli.context import Context, pass_ctx
+from curate.cli.options import SharedOption, json_option, out_option, selection_option, show_option
 from curate.export import EXPORT_FORMATS, FORMATS, selection_frame, write_labelstudio_json, write_selection
 
 URL_MODES = ("auto", "local-files", "base-url", "as-is")
 PUSH_MODES = URL_MODES + ("upload",)
+_url_option = SharedOption("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL or [labelstudio] url).")
 
 
 def _document_root(ctx: Context, given: str | None) -> str | None:
@@ -57,13 +59,23 @@ def _push_url_options(f):
     return _url_options(f, push=True)
 
 
+def _json_or_warnings(ctx: Context, rep, as_json: bool) -> bool:
+    """With --json print the report and return True; else print its warnings (stderr)."""
+    if as_json:
+        ctx.json(rep.as_dict())
+        return True
+    for w in rep.warnings:
+        ctx.err.print(f"warning: {w}")
+    return False
+
+
 @click.group("push")
 def push() -> None:
     """Send a selection to a labeling tool."""
 
 
 @push.command("label-studio")
-@click.option("--selection", default="latest", show_default=True, help="Selection id or 'latest'.")
+@selection_option()
 @click.option("--project", required=True, help="Label Studio project title or id (created if the title is new).")
 @click.option("--classes", help="Comma-separated classes for a new project (default: labels in the index).")
 @click.option("--label-config", type=click.Path(dir_okay=False, exists=True),
@@ -72,8 +84,8 @@ def push() -> None:
 @click.option("--predictions", metavar="SCORER",
               help="Send each image's novelty score from SCORER as a prediction score (sortable).")
 @click.option("--chunk-size", type=click.IntRange(1, 5000), default=500, show_default=True, help="Tasks per import request.")
-@click.option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL or [labelstudio] url).")
-@click.option("--json", "as_json", is_flag=True)
+@_url_option()
+@json_option()
 @pass_ctx
 def push_label_studio(ctx: Context, selection, project, classes, label_config, image_url_mode,
                       document_root, image_base_url, predictions, chunk_size, url, as_json) -> None:
@@ -92,11 +104,8 @@ def push_label_studio(ctx: Context, selection, project, classes, label_config, i
                          image_url_mode=image_url_mode, document_root=_document_root(ctx, document_root),
                          image_base_url=image_base_url, predictions=predictions,
                          chunk_size=chunk_size, on_chunk=progress)
-    if as_json:
-        ctx.json(rep.as_dict())
+    if _json_or_warnings(ctx, rep, as_json):
         return
-    for w in rep.warnings:
-        ctx.err.print(f"warning: {w}")
     ctx.console.print(
         f"project {rep.project_title!r} (id {rep.project_id}{', created' if rep.project_created else ''}): "
         f"selection {rep.selection_id}: {rep.pushed} tasks pushed in {rep.chunks} request(s), "
@@ -123,20 +132,17 @@ def pull() -> None:
               show_default=True,
               help="When a Label Studio label contradicts a folder/manifest label: keep the existing "
                    "one and report (default), or let Label Studio win (the other is marked overridden).")
-@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True, help="Conflicts to list.")
-@click.option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL or [labelstudio] url).")
-@click.option("--json", "as_json", is_flag=True)
+@show_option(help="Conflicts to list.")
+@_url_option()
+@json_option()
 @pass_ctx
 def pull_label_studio(ctx: Context, project, prefer, show, url, as_json) -> None:
     """Write the latest annotation of each task as a label (source label-studio)."""
     from curate.integrations.labelstudio import pull_annotations
 
     rep = pull_annotations(ctx.index, _client(ctx, url), project, prefer=prefer)
-    if as_json:
-        ctx.json(rep.as_dict())
+    if _json_or_warnings(ctx, rep, as_json):
         return
-    for w in rep.warnings:
-        ctx.err.print(f"warning: {w}")
     ctx.console.print(
         f"project {rep.project_title!r} (id {rep.project_id}): {rep.tasks} annotated tasks: "
         f"{rep.new} new, {rep.updated} updated, {rep.unchanged} unchanged, {rep.skipped} skipped, "
@@ -151,10 +157,10 @@ def pull_label_studio(ctx: Context, project, prefer, show, url, as_json) -> None
 
 
 @click.command("export")
-@click.option("--selection", default="latest", show_default=True, help="Selection id or 'latest'.")
+@selection_option()
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS),
               help="Default: from the --out suffix, else csv.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Output file (default: standard output).")
+@out_option(help="Output file (default: standard output).")
 @_url_options
 @pass_ctx
 def export(ctx: Context, selection, fmt, out, image_url_mode, document_root, image_base_url) -> None:

@@ -3,6 +3,8 @@
 import click
 
 from curate.cli.context import Context, pass_ctx
+from curate.cli.options import (batch_option, embeddings_option, json_option, out_option,
+                                ray_option, scorer_option, seed_option)
 from curate.errors import CurateError
 from curate.novelty import SCORERS
 from curate.export import write_frame
@@ -41,21 +43,21 @@ def _shrinkage(value):
 @click.option("--scorer", "kind", required=True, metavar="NAME",
               help=f"Scorer kind: {', '.join(SCORERS.names())}.")
 @click.option("--name", help="Name to store it under (default: KIND@EMBEDDING_SET).")
-@click.option("--embeddings", help="Embedding set (default: the latest).")
+@embeddings_option()
 @click.option("--reference-batch", "batches", multiple=True,
               help="Batch(es) forming the reference (repeatable; default: all ok images).")
 @click.option("--calibration-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
               help="Share of the reference held out to calibrate the threshold.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
               help="Target false-positive rate of the flag.")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@seed_option()
 @click.option("--k", type=click.IntRange(min=1), help="knn: which neighbour (k-th nearest).")
 @click.option("--tau", type=click.FloatRange(min=0, min_open=True), help="cosine-weighted: temperature.")
 @click.option("--metric", help="centroid: l1, l2, minkowski or cosine.")
 @click.option("--p", type=click.FloatRange(min=0, min_open=True), help="centroid: Minkowski order.")
 @click.option("--shrinkage", help="mahalanobis*: ledoit-wolf, oas or a number in [0, 1].")
 @click.option("--index", "index_kind", help="knn/max-cosine: flat, ivf or hnsw.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @pass_ctx
 def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fraction, alpha, seed,
                k, tau, metric, p, shrinkage, index_kind, as_json) -> None:
@@ -77,14 +79,13 @@ def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fracti
 
 
 @click.command("score")
-@click.option("--scorer", help="Stored scorer name (default: the latest).")
-@click.option("--batch", help="Score only this ingest batch.")
-@click.option("--embeddings", help="Must be the scorer's embedding set (the default).")
+@scorer_option()
+@batch_option(help="Score only this ingest batch.")
+@embeddings_option(help="Must be the scorer's embedding set (the default).")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="Rows to print, most novel first.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write all scores to FILE.csv|.parquet|.json.")
-@click.option("--ray", "ray", metavar="ADDRESS",
-              help='Score row blocks on a Ray cluster: auto, HOST:PORT or local (pip install "curate[ray]").')
-@click.option("--json", "as_json", is_flag=True)
+@out_option(help="Write all scores to FILE.csv|.parquet|.json.")
+@ray_option(help='Score row blocks on a Ray cluster: auto, HOST:PORT or local (pip install "curate[ray]").')
+@json_option()
 @pass_ctx
 def score(ctx: Context, scorer, batch, embeddings, top, out, ray, as_json) -> None:
     """Score images (higher = more novel), store score, p-value and flag per image."""
@@ -106,15 +107,15 @@ def score(ctx: Context, scorer, batch, embeddings, top, out, ray, as_json) -> No
 
 
 @click.command("check-batch")
-@click.option("--batch", required=True, help="The ingest batch to check.")
-@click.option("--scorer", help="Stored scorer name (default: the latest).")
+@batch_option(required=True, help="The ingest batch to check.")
+@scorer_option()
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Significance / flag level (default: the scorer's alpha).")
 @click.option("--permutations", type=click.IntRange(min=1), default=1000, show_default=True, help="MMD permutations.")
 @click.option("--max-ref", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Reference images used by the MMD test (random subsample).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@seed_option()
 @click.option("--fail-on-shift", is_flag=True, help="Exit with status 3 when the batch is shifted.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @pass_ctx
 def check_batch(ctx: Context, batch, scorer, alpha, permutations, max_ref, seed, fail_on_shift,
                 as_json) -> None:
@@ -153,8 +154,8 @@ def _split_candidates(values):
 
 
 @click.command("tune-scorer")
-@click.option("--embeddings", multiple=True,
-              help="Embedding set(s) of `curate train` runs (repeat to compare runs; default: the latest).")
+@embeddings_option(multiple=True, help="Embedding set(s) of `curate train` runs (repeat to compare "
+                                        "runs; default: the latest).")
 @click.option("--candidates", multiple=True, metavar="NAME[:p=v,...]",
               help="Settings of one scorer kind, space-separated or repeated, e.g. "
                    "'cosine-weighted:tau=0.02 cosine-weighted:tau=0.04'; a bare 'knn' or "
@@ -163,8 +164,8 @@ def _split_candidates(values):
               help="Never-seen in-distribution batch(es) as test set (default: the run's holdout).")
 @click.option("--n-sens", type=click.IntRange(min=1), help="Trained images taken out of the reference as 'sens' "
               "(default: min(test images, trained / 5)).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@seed_option()
+@json_option()
 @pass_ctx
 def tune_scorer(ctx: Context, embeddings, candidates, test_batches, n_sens, seed, as_json) -> None:
     """Pick a scorer's settings by the maximum sensitivity score (thesis 003): AUROC of

@@ -3,6 +3,7 @@
 import click
 
 from curate.cli.context import Context, pass_ctx
+from curate.cli.options import batch_option, json_option, out_option, scorer_option
 from curate.plot import COLOR_BY, embedding_map
 
 
@@ -14,17 +15,17 @@ def plot() -> None:
 @plot.command("embedding")
 @click.option("--model", help="A model (run name) whose embedding set to draw; embeds if needed.")
 @click.option("--set", "set_name", help="An embedding set name instead of --model.")
-@click.option("--batch", help="Only images of this ingest batch.")
+@batch_option()
 @click.option("--color", type=click.Choice(COLOR_BY), default="label", show_default=True,
               help="Colour points by label, batch, selected or not, or novelty score.")
 @click.option("--selection", "selection_id", type=click.IntRange(min=1),
               help="Ring the picks of this selection (default: the latest).")
-@click.option("--scorer", help="Flags/scores from this scorer (default: any / the latest).")
+@scorer_option(help="Flags/scores from this scorer (default: any / the latest).")
 @click.option("--tsne", is_flag=True, help="t-SNE instead of PCA (ignored for 2-D embeddings).")
 @click.option("--max-points", type=click.IntRange(min=1), default=20000, show_default=True,
               help="Subsample larger sets (seeded).")
-@click.option("--out", type=click.Path(dir_okay=False), help="PNG file (default: data/plots/...).")
-@click.option("--json", "as_json", is_flag=True)
+@out_option(help="PNG file (default: data/plots/...).")
+@json_option()
 @pass_ctx
 def embedding(ctx: Context, model, set_name, batch, color, selection_id, scorer, tsne, max_points,
               out, as_json) -> None:

@@ -3,15 +3,16 @@
 import click
 
 from curate.cli.context import Context, pass_ctx
+from curate.cli.options import batch_option, json_option, out_option, scorer_option, selection_option
 
 
 @click.command("report")
-@click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True,
-              help="The HTML file to write (replaced atomically).")
-@click.option("--selection", default="latest", show_default=True, help="Selection id or 'latest'.")
-@click.option("--scorer", help="Novelty scorer to show (default: the latest).")
-@click.option("--batch", help="Novelty scores and batch checks of this batch only.")
-@click.option("--json", "as_json", is_flag=True)
+@out_option(default="report.html", show_default=True,
+            help="The HTML file to write (replaced atomically).")
+@selection_option()
+@scorer_option(help="Novelty scorer to show (default: the latest).")
+@batch_option(help="Novelty scores and batch checks of this batch only.")
+@json_option()
 @pass_ctx
 def report(ctx: Context, out, selection, scorer, batch, as_json) -> None:
     """Write one static HTML page: overview, selection, novelty, batch checks, runs, lineage."""

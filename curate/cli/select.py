@@ -3,6 +3,8 @@
 import click
 
 from curate.cli.context import Context, pass_ctx
+from curate.cli.options import (batch_option, device_option, embeddings_option, json_option,
+                                metric_option, out_option, scorer_option, seed_option, show_option)
 from curate.errors import CurateError
 from curate.export import write_selection
 from curate.select import DEFAULT_STRATEGY, SELECTORS
@@ -12,18 +14,18 @@ from curate.select import DEFAULT_STRATEGY, SELECTORS
 @click.option("--budget", type=click.IntRange(min=1), required=True, help="How many images to pick.")
 @click.option("--strategy", type=click.Choice(SELECTORS.names()), default=DEFAULT_STRATEGY,
               show_default=True, help="See README 'Which strategy?'.")
-@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
-@click.option("--embeddings", "embeddings", help="Embedding set name (default: the latest).")
-@click.option("--batch", help="Pick only from this ingest batch.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write picks to FILE.csv|.parquet|.json.")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@metric_option()
+@embeddings_option()
+@batch_option(help="Pick only from this ingest batch.")
+@out_option(help="Write picks to FILE.csv|.parquet|.json.")
+@seed_option()
+@device_option()
 @click.option("--fp16", is_flag=True, help="Half-precision embeddings on the GPU.")
 @click.option("--dry-run", is_flag=True, help="Compute and show, but store nothing.")
 @click.option("--exclude-novel", is_flag=True, help="Leave out images the novelty scorer flags.")
-@click.option("--scorer", help="Scorer for --exclude-novel (default: the latest).")
-@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True, help="Rows to print.")
-@click.option("--json", "as_json", is_flag=True)
+@scorer_option(help="Scorer for --exclude-novel (default: the latest).")
+@show_option()
+@json_option()
 @pass_ctx
 def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed, device, fp16,
            dry_run, exclude_novel, scorer, show, as_json) -> None:

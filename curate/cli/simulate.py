@@ -3,14 +3,10 @@
 import click
 
 from curate.cli.context import Context, RegistryChoice, pass_ctx, progress_bar
+from curate.cli.options import (batch_option, device_option, embeddings_option, int_list,
+                                json_option, metric_option, out_option, seeds_option,
+                                test_batch_option)
 from curate.errors import CurateError
-
-
-def _ints(value: str) -> list[int]:
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise CurateError(f"--budgets takes comma-separated integers, got {value!r}") from None
 
 
 def _pct(v) -> str:
@@ -22,23 +18,22 @@ def _pct(v) -> str:
               help="Comma-separated strategies (see `curate select --help`).")
 @click.option("--budgets", default="10,20,50,100,200,500", show_default=True,
               help="Comma-separated, increasing labelling budgets.")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Repetitions per strategy.")
-@click.option("--batch", help="Pool: only the labelled images of this ingest batch.")
-@click.option("--test-batch", help="Hold out this batch's labelled images as the test set.")
+@seeds_option(help="Repetitions per strategy.")
+@batch_option(help="Pool: only the labelled images of this ingest batch.")
+@test_batch_option(help="Hold out this batch's labelled images as the test set.")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Without --test-batch: a seeded stratified fraction of the pool is the test set.")
 @click.option("--probe", type=RegistryChoice("curate.select.probe", "PROBES"), default="logistic",
               show_default=True, help="Classifier trained on the revealed labels.")
 @click.option("--rounds", type=click.Choice(["incremental", "one-shot"]), default="incremental",
               show_default=True, help="incremental: each budget continues from the previous one.")
-@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine",
-              show_default=True)
-@click.option("--embeddings", help="Embedding set name (default: the latest).")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Write results.csv/.json, summary.csv and accuracy_vs_budget.png here.")
+@metric_option()
+@embeddings_option()
+@out_option(type=click.Path(file_okay=False),
+            help="Write results.csv/.json, summary.csv and accuracy_vs_budget.png here.")
 @click.option("--name", help="Name of the stored simulation (default: simulate-<time>).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--json", "as_json", is_flag=True)
+@device_option()
+@json_option()
 @pass_ctx
 def simulate(ctx: Context, strategies, budgets, seeds, batch, test_batch, test_fraction, probe,
              rounds, metric, embeddings, out, name, device, as_json) -> None:
@@ -50,7 +45,7 @@ def simulate(ctx: Context, strategies, budgets, seeds, batch, test_batch, test_f
         raise CurateError("give --test-batch or --test-fraction, not both")
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     with progress_bar(ctx, "strategy x seed", quiet=as_json or not ctx.err.is_terminal) as cb:
-        res = run(ctx.index, names, _ints(budgets), seeds=seeds, batch=batch,
+        res = run(ctx.index, names, int_list(budgets), seeds=seeds, batch=batch,
                   test_batch=test_batch, test_fraction=test_fraction, probe=probe,
                   rounds=rounds, embeddings=embeddings, out=out, name=name, metric=metric,
                   device=device, progress=cb)

@@ -12,6 +12,7 @@ import os
 import click
 
 from curate.cli.context import Context, pass_ctx
+from curate.cli.options import batch_option, json_option, seed_option, verbose_option
 
 _TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
 
@@ -35,7 +36,7 @@ def _common_params() -> list[click.Parameter]:
         O(["--resume"], metavar="RUN", help="Continue an interrupted run from its last checkpoint "
           "(its stored options are used; only runtime options may change)."),
         O(["--name"], help="Run/model name (default: METHOD-TIMESTAMP)."),
-        O(["--batch"], metavar="NAME", help="Train on one ingested batch (default: all ok images)."),
+        batch_option.param(metavar="NAME", help="Train on one ingested batch (default: all ok images)."),
         O(["--backbone"], type=click.Choice(backbone_names()),
           help="Backbone (default: small-cnn up to 64 px, resnet18 above)."),
         O(["--weights"], metavar="NAME|FILE", help="Start from pretrained backbone weights: a torchvision "
@@ -55,7 +56,7 @@ def _common_params() -> list[click.Parameter]:
         O(["--strategy"], help="Lightning strategy, e.g. ddp (default: auto)."),
         O(["--accelerator"], help="auto, cpu, gpu (default: auto)."),
         O(["--precision"], default="32-true", show_default=True, help="e.g. 32-true, 16-mixed, bf16-mixed."),
-        O(["--seed"], type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
+        seed_option.param(),
         O(["--workers"], type=click.IntRange(min=0), help="DataLoader workers per process (default: min(4, CPUs-1))."),
         O(["--knn-monitor"], is_flag=True, help="Report k-NN accuracy on a held-out labelled split each epoch."),
         O(["--knn-holdout"], type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Held-out fraction for --knn-monitor."),
@@ -66,8 +67,8 @@ def _common_params() -> list[click.Parameter]:
         O(["--no-progress"], is_flag=True, help="No progress bar."),
         O(["--no-compare"], is_flag=True, help="Skip the closing comparison with pixels-pca "
           "on the held-out images (10-NN / linear probe with labels, shift AUROC without)."),
-        O(["--verbose", "-v"], is_flag=True, help="Also show Lightning's own output (device banners, tips)."),
-        O(["--json", "as_json"], is_flag=True, help="Print the run as JSON."),
+        verbose_option.param(help="Also show Lightning's own output (device banners, tips)."),
+        json_option.param(help="Print the run as JSON."),
     ]
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from curate.errors import CurateError
-from curate.novelty._base import NoveltyScorer, check_labels, check_matrix, l2_normalize
+from curate.novelty._base import NoveltyScorer, check_labels, l2_normalize
 from curate.novelty.centroid import CentroidScorer
 from curate.novelty.mahalanobis import ClassMahalanobisScorer, MahalanobisScorer
 from curate.novelty.neighbors import CosineWeightedScorer, KNNScorer, MaxCosineScorer
 from curate.novelty.vmf import VMFScorer
 from curate.registry import Registry
+from curate.validation import check_matrix
 
 SCORERS: Registry[type[NoveltyScorer]] = Registry("scorer")
 for _cls in (MahalanobisScorer, ClassMahalanobisScorer, KNNScorer, MaxCosineScorer,

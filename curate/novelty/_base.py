@@ -26,46 +26,13 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
+from curate.validation import check_matrix
 
 EPS = 1e-12
 FIT_CHUNK_ROWS = 65_536
 
 
 # --------------------------------------------------------------------------- checks
-def check_matrix(X: Any, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    """Validate a 2-D numeric array with finite values (no copy when possible).
-
-    Raises CurateError (one line) for non-numeric, non-2-D, empty input, a feature
-    count other than ``n_features`` or rows holding NaN/inf.
-    """
-    try:
-        X = np.asarray(X)
-    except Exception as exc:  # ragged lists etc.
-        raise CurateError(f"{name} is not a numeric array: {exc}") from None
-    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise CurateError(f"{name} must be numeric, got dtype {X.dtype}")
-    if X.ndim != 2:
-        raise CurateError(f"{name} must be 2-D (n_items, n_features), got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise CurateError(f"{name} is empty (0 rows)")
-    if X.shape[1] == 0:
-        raise CurateError(f"{name} has 0 features")
-    if n_features is not None and X.shape[1] != n_features:
-        raise CurateError(
-            f"{name} has {X.shape[1]} features but the scorer was fitted on {n_features}"
-        )
-    if np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.complexfloating):
-        rowsum = X.sum(axis=1, dtype=np.float64)  # no n x d temporary
-        cand = np.flatnonzero(~np.isfinite(rowsum))
-        if cand.size:
-            bad = cand[~np.isfinite(X[cand]).all(axis=1)]
-            if bad.size:
-                raise CurateError(
-                    f"{name} has {bad.size} row(s) with NaN or inf (first: row {bad[0]})"
-                )
-    return X
-
-
 def check_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
     """Validate labels: 1-D, length ``n``, no missing values; str/object -> str dtype."""
     y = np.asarray(y)

@@ -69,3 +69,8 @@ class ClassAccumulatorMixin:
 
     def _labels_out(self, gi: np.ndarray) -> np.ndarray | None:
         return self.classes_[gi] if self.has_labels_ else None
+
+    def _nearest_of(self, dist: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(label or None, distance) of each row's nearest class, from ``dist`` (n, K)."""
+        gi = dist.argmin(axis=1)
+        return self._labels_out(gi), dist[np.arange(len(gi)), gi]

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from curate.errors import CurateError
+from curate.validation import check_alpha
 
 _FUZZ = 1e-9
 
@@ -50,9 +51,7 @@ class ConformalCalibrator:
     def fit(self, cal_scores) -> "ConformalCalibrator":
         """Calibrate on in-distribution scores (higher = more novel); returns self."""
         s = _check_scores(cal_scores, "calibration scores")
-        a = float(self.alpha)
-        if not 0.0 < a < 1.0:
-            raise CurateError(f"alpha must be in (0, 1), got {self.alpha}")
+        a = check_alpha(self.alpha)
         n = len(s)
         if a < 1.0 / (n + 1) - _FUZZ:
             raise CurateError(

@@ -79,6 +79,4 @@ class CentroidScorer(ClassAccumulatorMixin, NoveltyScorer):
         return self._distances(Xp).min(axis=1)
 
     def _nearest_class(self, Xp):
-        dist = self._distances(Xp)
-        gi = dist.argmin(axis=1)
-        return self._labels_out(gi), dist[np.arange(len(gi)), gi]
+        return self._nearest_of(self._distances(Xp))

@@ -141,6 +141,4 @@ class ClassMahalanobisScorer(MahalanobisScorer):
         return self._class_d2(Xp).min(axis=1)
 
     def _nearest_class(self, Xp):
-        d2 = self._class_d2(Xp)
-        gi = d2.argmin(axis=1)
-        return self._labels_out(gi), d2[np.arange(len(gi)), gi]
+        return self._nearest_of(self._class_d2(Xp))

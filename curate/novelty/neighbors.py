@@ -27,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 
 from curate.errors import CurateError
-from curate.novelty._base import NoveltyScorer, check_matrix, l2_normalize
+from curate.novelty._base import NoveltyScorer, l2_normalize
 from curate.novelty._faiss import build_index, search
+from curate.validation import check_matrix
 
 
 def _drop_self(D: np.ndarray, I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:

@@ -35,8 +35,9 @@ import numpy as np
 from scipy.stats import norm, rankdata
 
 from curate.errors import CurateError
-from curate.novelty._base import check_labels, check_matrix, l2_normalize
+from curate.novelty._base import check_labels, l2_normalize
 from curate.novelty._faiss import search_topk
+from curate.validation import check_matrix
 
 
 def split_sens(n: int, n_sens: int, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:

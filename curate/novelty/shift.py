@@ -39,7 +39,7 @@ from scipy.spatial.distance import pdist
 from scipy.stats import betabinom, false_discovery_control
 
 from curate.errors import CurateError
-from curate.novelty._base import check_matrix
+from curate.validation import check_alpha, check_matrix
 
 ROW_BLOCK = 1024
 
@@ -175,8 +175,7 @@ def mmd_test(ref_X, batch_X, *, n_permutations: int = 1000, max_ref: int | None 
 def benjamini_hochberg(p_values, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """(rejected bool[k], BH-adjusted p-values float64[k]) at FDR level ``q``."""
     p = np.asarray(p_values, dtype=np.float64).reshape(-1)
-    if not 0.0 < q < 1.0:
-        raise CurateError(f"q must be in (0, 1), got {q}")
+    q = check_alpha(q, "q")
     if p.size == 0:
         return np.zeros(0, bool), np.zeros(0)
     if not np.all((p >= 0) & (p <= 1)):
@@ -202,9 +201,8 @@ def check_batch(ref_X=None, batch_X=None, cal=None, batch_scores=None, *,
     """
     from curate.novelty.calibration import ConformalCalibrator
 
-    if not 0.0 < alpha < 1.0:
-        raise CurateError(f"alpha must be in (0, 1), got {alpha}")
-    out: dict[str, Any] = {"alpha": float(alpha)}
+    alpha = check_alpha(alpha)
+    out: dict[str, Any] = {"alpha": alpha}
     pvals = []
     if (cal is None) != (batch_scores is None):
         raise CurateError("give both cal and batch_scores for the flagged-fraction test")

@@ -8,19 +8,28 @@ Score = minus the best class log-likelihood, ``-max_c [log C_d(kappa_c) + kappa_
 mu_c^T x]``. Means/kappas from a trained model (e.g. NCL's vMF head) can be given with
 ``VMFScorer.from_params``. Cost: score O(n K d).
 
-``log I_v(x)`` is ``log(ive(v, x)) + x`` (scipy's exponentially scaled Bessel function);
-where ive underflows (large order v, e.g. d = 1024 with moderate kappa) the uniform
-asymptotic (Debye) expansion of Olver (DLMF 10.41.3) with terms up to u_3 is used.
+The one vMF normaliser of curate: :func:`vmf_log_normalizer` ``(d, kappa)`` takes a
+numpy array or a torch tensor; the NCL trainer's vMF loss
+(:mod:`curate.trainers.metric_losses`) uses it too, differentiably (the derivative
+``d log C_d / d kappa = -A_d(kappa)``, :func:`vmf_mean_resultant`). ``log I_v(x)`` is
+``log(ive(v, x)) + x`` (scipy's exponentially scaled Bessel function, ~1e-15
+relative); where ive underflows (large order v, e.g. d = 1024 with moderate kappa)
+the uniform asymptotic (Debye) expansion of Olver (DLMF 10.41.3) with terms up to u_4
+is used (relative error ~u_5 / v^5; < 1e-12 where it is used). Tests compare with
+mpmath at 50 digits and with the normalising integral over the sphere.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from scipy.special import ive
 
 from curate.errors import CurateError
-from curate.novelty._base import EPS, NoveltyScorer, check_labels, check_matrix
+from curate.novelty._base import EPS, NoveltyScorer, check_labels
 from curate.novelty._classes import ClassAccumulatorMixin
+from curate.validation import check_matrix
 
 RBAR_MAX = 1.0 - 1e-9
 KAPPA_MIN = 1e-10
@@ -28,39 +37,85 @@ _TINY = 1e-290
 
 
 def _log_iv_uniform(v: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """log I_v(x) by the uniform asymptotic expansion (v > 0), accurate for large v."""
+    """log I_v(x) by the uniform asymptotic expansion (v > 0), terms u1..u4; accurate
+    for large v, uniformly in x."""
     z = x / v
     s = np.sqrt(1.0 + z * z)
     t = 1.0 / s
     t2 = t * t
-    eta = s + np.log(z / (1.0 + s))
+    eta = s + np.log(z) - np.log1p(s)
     u1 = t * (3.0 - 5.0 * t2) / 24.0
     u2 = t2 * (81.0 - 462.0 * t2 + 385.0 * t2 * t2) / 1152.0
     u3 = t * t2 * (30375.0 - 369603.0 * t2 + 765765.0 * t2**2 - 425425.0 * t2**3) / 414720.0
-    series = 1.0 + u1 / v + u2 / v**2 + u3 / v**3
+    u4 = t2**2 * (4465125.0 - 94121676.0 * t2 + 349922430.0 * t2**2 - 446185740.0 * t2**3
+                  + 185910725.0 * t2**4) / 39813120.0
+    series = 1.0 + u1 / v + u2 / v**2 + u3 / v**3 + u4 / v**4
     return v * eta - 0.5 * np.log(2.0 * np.pi * v) - 0.5 * np.log(s) + np.log(series)
 
 
-def log_bessel_iv(v, x) -> np.ndarray:
-    """log I_v(x) for x > 0, stable for large v and x (float64 array)."""
+def _log_ive(v, x) -> np.ndarray:
+    """log(I_v(x) e^{-x}) for x > 0 (float64 array): scipy's ive, the expansion where it underflows."""
     v, x = np.broadcast_arrays(np.asarray(v, np.float64), np.asarray(x, np.float64))
     r = ive(v, x)
     ok = r > _TINY
     out = np.empty(v.shape)
-    out[ok] = np.log(r[ok]) + x[ok]
+    out[ok] = np.log(r[ok])
     bad = ~ok
     if bad.any():
         if np.any(v[bad] <= 0):
             raise CurateError("log_bessel_iv: underflow at order <= 0")
-        out[bad] = _log_iv_uniform(v[bad], x[bad])
+        out[bad] = _log_iv_uniform(v[bad], x[bad]) - x[bad]
     return out
 
 
-def vmf_log_normalizer(d: int, kappa) -> np.ndarray:
-    """log C_d(kappa) of the vMF density on S^{d-1} (d >= 2), kappa > 0."""
+def log_bessel_iv(v, x) -> np.ndarray:
+    """log I_v(x) for x > 0, stable for large v and x (float64 array)."""
+    return _log_ive(v, x) + np.asarray(x, np.float64)
+
+
+def vmf_mean_resultant(d: int, kappa) -> np.ndarray:
+    """``A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa)`` in (0, 1): the expected cosine
+    to the mean direction, and ``-d log C_d / d kappa``. Float64 array like ``kappa``."""
+    kappa = np.maximum(np.asarray(kappa, np.float64), KAPPA_MIN)
+    return np.exp(_log_ive(d / 2.0, kappa) - _log_ive(d / 2.0 - 1.0, kappa))
+
+
+def _log_normalizer(d: int, kappa) -> np.ndarray:
     kappa = np.maximum(np.asarray(kappa, np.float64), KAPPA_MIN)
     v = d / 2.0 - 1.0
     return v * np.log(kappa) - (d / 2.0) * np.log(2.0 * np.pi) - log_bessel_iv(v, kappa)
+
+
+def vmf_log_normalizer(d: int, kappa):
+    """log C_d(kappa) of the vMF density on S^{d-1} (d >= 2), kappa > 0 (clamped at
+    ``KAPPA_MIN``). ``kappa``: numpy-like (float64 array out) or a torch tensor (a tensor
+    of its dtype and device out, differentiable in kappa; computed in float64 on the CPU:
+    one transfer each way)."""
+    if type(kappa).__module__.startswith("torch"):
+        return _torch_log_normalizer().apply(kappa, int(d))
+    return _log_normalizer(d, kappa)
+
+
+@functools.cache
+def _torch_log_normalizer():
+    import torch
+
+    class LogNormalizer(torch.autograd.Function):
+        """log C_d(kappa) with ``d/dkappa = -A_d(kappa)`` (no cancellation at small kappa)."""
+
+        @staticmethod
+        def forward(ctx, kappa, d):
+            k = kappa.detach().to("cpu", torch.float64).numpy()
+            out = torch.from_numpy(_log_normalizer(d, k)).to(kappa.device, kappa.dtype)
+            ctx.save_for_backward(torch.from_numpy(-vmf_mean_resultant(d, k)).to(kappa.device))
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            (slope,) = ctx.saved_tensors
+            return grad * slope.to(grad.dtype), None
+
+    return LogNormalizer
 
 
 def banerjee_kappa(rbar, d: int) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 from curate.errors import CurateError
 from curate.registry import Registry
 from curate.select.kcenter import kcenter_greedy
+from curate.validation import check_budget
 
 SELECTORS: Registry = Registry("strategy")
 SCORES: dict[str, str] = {}
@@ -54,10 +55,7 @@ def pool_rows(n: int, seeds, budget: int) -> np.ndarray:
     if seeds.size and (seeds.min() < 0 or seeds.max() >= n):
         raise CurateError(f"seed rows must lie in [0, {n})")
     pool = np.setdiff1d(np.arange(n), seeds)
-    if budget <= 0:
-        raise CurateError(f"budget must be positive, got {budget}")
-    if budget > len(pool):
-        raise CurateError(f"budget {budget} is larger than the pool of {len(pool)} images")
+    check_budget(budget, len(pool))
     return pool
 
 

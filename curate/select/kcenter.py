@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from curate.errors import CurateError
+from curate.validation import check_budget, check_device, check_matrix, resolve_device
 
 METRICS = ("euclidean", "cosine")
 BACKENDS = ("auto", "numpy", "torch")
@@ -81,7 +82,7 @@ def kcenter_greedy(X, budget, seeds=None, metric="euclidean", device="auto", fp1
         raise CurateError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
     seeds = _check_seeds(seeds, N)
     pool = N - np.unique(seeds).size
-    budget = _check_budget(budget, pool)
+    budget = check_budget(budget, pool)
     backend, dev = _resolve(device, backend, fp16)
     if chunk_size is None:
         chunk_size = _CHUNK_CUDA if dev.startswith("cuda") else _CHUNK_CPU
@@ -106,16 +107,8 @@ def kcenter_greedy(X, budget, seeds=None, metric="euclidean", device="auto", fp1
 
 
 def _as_matrix(X) -> np.ndarray:
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # e.g. a CUDA tensor or ragged lists
-        raise CurateError(f"embeddings must be a numeric (N, d) array: {exc}") from None
-    if arr.ndim != 2:
-        raise CurateError(f"embeddings must be a 2-D (N, d) array, got shape {arr.shape}")
-    if arr.shape[1] == 0:
-        raise CurateError("embeddings have 0 columns")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise CurateError(f"embeddings must be numeric, got dtype {arr.dtype}")
+    """C-contiguous float32 (N, d); NaN/inf/overflow are checked by :func:`_row_sq_norms`."""
+    arr = check_matrix(X, "embeddings", finite=False)
     with np.errstate(over="ignore", invalid="ignore"):
         return np.ascontiguousarray(arr, dtype=np.float32)
 
@@ -134,21 +127,9 @@ def _check_seeds(seeds, N: int) -> np.ndarray:
     return s.astype(np.int64)
 
 
-def _check_budget(budget, pool: int) -> int:
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
-        raise CurateError(f"budget must be an integer, got {budget!r}")
-    if budget <= 0:
-        raise CurateError(f"budget must be positive, got {budget}")
-    if budget > pool:
-        raise CurateError(f"budget {budget} is larger than the pool of {pool} images")
-    return int(budget)
-
-
 def _resolve(device, backend, fp16) -> tuple[str, str]:
     """-> (backend, device string); imports torch only when it may be needed."""
-    dev = str(device)
-    if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
-        raise CurateError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+    dev = check_device(device)
     if backend not in BACKENDS:
         raise CurateError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "numpy" and fp16:
@@ -157,20 +138,8 @@ def _resolve(device, backend, fp16) -> tuple[str, str]:
         raise CurateError("the numpy backend runs on the CPU only; use device='cpu'")
     if backend == "numpy" or (dev == "cpu" and backend == "auto" and not fp16):
         return "numpy", "cpu"
-    try:
-        import torch
-    except ImportError:
-        if backend == "torch" or fp16 or dev.startswith("cuda"):
-            raise CurateError("torch is not installed; use device='cpu' without fp16") from None
-        return "numpy", "cpu"
-    has_cuda = torch.cuda.is_available()
-    if dev == "auto":
-        dev = "cuda" if has_cuda else "cpu"
+    dev = resolve_device(dev)
     if dev.startswith("cuda"):
-        if not has_cuda:
-            raise CurateError(f"device {device!r} requested but CUDA is not available")
-        if dev != "cuda" and int(dev[5:]) >= torch.cuda.device_count():
-            raise CurateError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
         return "torch", dev
     if backend == "auto":
         backend = "torch" if fp16 else "numpy"

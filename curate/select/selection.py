@@ -23,6 +23,7 @@ from curate.export import drop_missing
 from curate.locks import db_lock
 from curate.provenance import versions
 from curate.select import DEFAULT_STRATEGY, SCORES, SELECTORS
+from curate.validation import check_budget
 
 
 _MISSING_RETRIES = 3
@@ -63,8 +64,7 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
     trained on, a fallback, ProbCover's delta) and the label classes seen.
     """
     fn = SELECTORS.get(strategy)
-    if budget <= 0:
-        raise CurateError(f"budget must be positive, got {budget}")
+    budget = check_budget(budget)
     with index.session() as s:
         es = get_set(s, embeddings)
         set_name, set_id = es.name, es.id
@@ -83,9 +83,7 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
     if not keep.all():   # (a copy of X otherwise: 512 MB at 1M x 128)
         ids, X = ids[keep], X[keep]
     seeds = np.flatnonzero(is_seed[keep])
-    if budget > int(in_pool.sum()):
-        raise CurateError(f"budget {budget} is larger than the pool of {int(in_pool.sum())} "
-                          "unlabelled, unselected images")
+    check_budget(budget, int(in_pool.sum()), "unlabelled, unselected images")
     with index.session() as s:
         labels = image_labels(s)
     classes = sorted({labels[int(i)] for i in ids[seeds] if int(i) in labels})

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
+from curate.validation import check_budget
 
 ROUNDS = ("incremental", "one-shot")
 RESULT_COLUMNS = ["strategy", "budget", "seed", "accuracy", "macro_f1", "seconds", "n_labelled"]
@@ -90,14 +91,9 @@ def _state(seed: int, round_: int) -> int:
 
 def check_budgets(budgets: Sequence[int]) -> list[int]:
     """Budgets as ints; positive and strictly increasing, else :class:`CurateError`."""
-    try:
-        out = [int(b) for b in budgets]
-    except (TypeError, ValueError):
-        raise CurateError(f"budgets must be integers, got {list(budgets)}") from None
+    out = [check_budget(b) for b in budgets]
     if not out:
         raise CurateError("give at least one budget")
-    if min(out) <= 0:
-        raise CurateError(f"budgets must be positive, got {out}")
     if any(b <= a for a, b in zip(out, out[1:])):
         raise CurateError(f"budgets must be strictly increasing, got {out}")
     return out
@@ -171,8 +167,7 @@ def simulate_curves(X_pool, y_pool, X_test, y_test, strategies: Sequence[str],
     X_pool = np.ascontiguousarray(X_pool, dtype=np.float32)
     if len(y_pool) != len(X_pool) or len(y_test) != len(X_test):
         raise CurateError("X and y must have the same number of rows")
-    if budgets[-1] > len(X_pool):
-        raise CurateError(f"budget {budgets[-1]} is larger than the pool of {len(X_pool)} images")
+    check_budget(budgets[-1], len(X_pool))
     oracle = Oracle(y_pool)
     evaluate = _evaluator(X_test, y_test, probe)
     del y_pool, y_test, X_test      # from here on: only the oracle and the evaluator hold them

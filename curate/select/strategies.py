@@ -25,7 +25,7 @@ AUTO_MIN_CLUSTER_GAP = 0.08
 
 
 @register("typiclust", "typicality, 1 / mean distance to the 20 nearest points of its cluster "
-                       "(higher = more typical)")
+                       "(fewer in clusters under 100 rows; higher = more typical)")
 def typiclust(X, budget, seeds=None, labels=None, *, metric="cosine", random_state=None,
               device="auto", fp16=False) -> Picks:
     """TypiClust (Hacohen et al. 2022); see :mod:`curate.select.typiclust`."""

@@ -9,7 +9,8 @@ Algorithm (paper, section 4): cluster the pool and the seeds into ``L + B`` clus
 (at most ``max_clusters``); clusters with fewer than ``min_cluster_size`` points are
 skipped; repeatedly take the cluster holding the fewest seeds/picks (ties: the largest)
 and pick its most typical pool point (typicality = 1 / mean distance to the k = 20
-nearest points of the cluster).
+nearest points of the cluster; fewer in clusters under 100 rows, see
+:func:`curate.select.clusters.typicality`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from curate.novelty.vmf import (
     banerjee_kappa,
     log_bessel_iv,
     vmf_log_normalizer,
+    vmf_mean_resultant,
 )
 
 
@@ -49,6 +50,47 @@ def test_large_d_is_finite_and_monotone():
     # no jump where the code switches between ive and the expansion
     x = np.linspace(1, 2000, 5000)
     np.testing.assert_allclose(log_bessel_iv(511.0, x), _log_iv_uniform(np.full_like(x, 511.0), x), rtol=1e-10)
+
+
+GRID = [(d, k) for d in (2, 3, 4, 10, 33, 128, 1024, 4096)
+        for k in (1e-6, 1e-3, 0.1, 1.0, 5.0, 30.0, 100.0, 1e3, 1e4, 1e5, 1e6)]
+
+
+def test_log_normalizer_vs_mpmath_50_digits():
+    """Brute force at 50 digits (mpmath's own Bessel I), d up to 4096, kappa up to 1e6:
+    the value to 1e-13 relative and its derivative -A_d(kappa) to 1e-10."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 50
+    d = np.array([g[0] for g in GRID])
+    k = np.array([g[1] for g in GRID])
+    ref = np.array([float((mp.mpf(di) / 2 - 1) * mp.log(ki) - mp.mpf(di) / 2 * mp.log(2 * mp.pi)
+                          - mp.log(mp.besseli(mp.mpf(di) / 2 - 1, ki))) for di, ki in GRID])
+    got = np.array([float(vmf_log_normalizer(di, ki)) for di, ki in GRID])
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)
+    ref_a = np.array([float(mp.besseli(mp.mpf(di) / 2, ki) / mp.besseli(mp.mpf(di) / 2 - 1, ki))
+                      for di, ki in GRID])
+    got_a = np.array([float(vmf_mean_resultant(di, ki)) for di, ki in GRID])
+    np.testing.assert_allclose(got_a, ref_a, rtol=1e-10)
+    assert np.all((got_a > 0) & (got_a < 1)) and len(np.unique(d)) == 8 and k.max() == 1e6
+
+
+@pytest.mark.parametrize("d", [3, 10, 64])
+@pytest.mark.parametrize("kappa", [0.5, 20.0, 800.0])
+def test_normalizer_integrates_the_density_to_one(d, kappa):
+    """Independent of any Bessel code: int_{S^{d-1}} C_d exp(kappa mu.x) dx = 1, as
+    |S^{d-2}| int_{-1}^{1} exp(kappa t) (1 - t^2)^{(d-3)/2} dt (quadrature, in logs)."""
+    from scipy.integrate import quad
+    from scipy.special import xlog1py
+
+    def g(t):  # log of the integrand without the exp(kappa) factor
+        return kappa * (t - 1) + xlog1py((d - 3) / 2, -t * t)
+
+    t0 = np.sqrt(1 + ((d - 3) / (2 * kappa)) ** 2) - (d - 3) / (2 * kappa)  # its maximum
+    val, _ = quad(lambda t: np.exp(g(t) - g(t0)), -1, 1, points=[t0], limit=500, epsabs=0,
+                  epsrel=1e-13)
+    log_area = np.log(2) + (d - 1) / 2 * np.log(np.pi) - gammaln((d - 1) / 2)  # |S^{d-2}|
+    log_int = np.log(val) + g(t0) + kappa + log_area
+    assert vmf_log_normalizer(d, kappa) + log_int == pytest.approx(0.0, abs=1e-9)
 
 
 def test_banerjee_kappa():

@@ -195,7 +195,8 @@ def test_paired_differences_by_hand():
 
 @pytest.mark.parametrize("budgets,match", [([], "at least one"), ([0, 5], "positive"),
                                            ([-1], "positive"), ([10, 10], "increasing"),
-                                           ([20, 10], "increasing"), (["a"], "integers")])
+                                           ([20, 10], "increasing"), (["a"], "must be an integer"),
+                                           ([2.5], "must be an integer")])
 def test_bad_budgets(budgets, match):
     with pytest.raises(CurateError, match=match):
         check_budgets(budgets)
@@ -257,7 +258,8 @@ def test_simulate_stores_the_run_and_writes_files(index, labelled, tmp_path):
         p = row.params
         assert (p["strategies"], p["budgets"], p["seeds"], p["probe"], p["rounds"]) == \
             (["random", "kcenter"], [3, 6, 12], 2, "logistic", "incremental")
-        assert len(p["pool_ids_sha256"]) == 16 and p["pool_ids_sha256"] != p["test_ids_sha256"]
+        assert len(p["pool_ids_sha256"]) == 64 and p["pool_ids_sha256"] != p["test_ids_sha256"]
+        assert p["ids_hash_version"] == 2
         assert len(row.results) == 12 and {"accuracy", "macro_f1", "seconds"} <= set(row.results[0])
         paired = {(r["strategy"], r["budget"]): r for r in row.summary["paired"]}
         assert paired["kcenter", 12]["diff"] == pytest.approx(res.summary.set_index(
@@ -279,12 +281,13 @@ def test_simulate_stores_the_run_and_writes_files(index, labelled, tmp_path):
 
 def test_test_batch_is_held_out(index, labelled):
     from curate.data import list_images
-    from curate.simulate import _ids_hash, simulate
+    from curate.provenance import ids_hash
+    from curate.simulate import simulate
 
     b2 = np.array([r.id for r in list_images(index, "b2")])
     res = simulate(index, ["random"], [5, 10], seeds=1, batch="b1", test_batch="b2", device="cpu")
     assert (res.params["pool_size"], res.params["test_size"]) == (90, 30)
-    assert res.params["test_ids_sha256"] == _ids_hash(b2) and res.params["test_fraction"] is None
+    assert res.params["test_ids_sha256"] == ids_hash(b2) and res.params["test_fraction"] is None
     whole = simulate(index, ["random"], [5], seeds=1, test_batch="b2", device="cpu")
     assert (whole.params["pool_size"], whole.params["test_size"]) == (102, 30)
 

@@ -53,7 +53,10 @@ def _brute_typicality(Z, k):
 def test_typicality_matches_brute_force(blobs):
     Z = as_space(blobs[0], "euclidean")[:150]
     np.testing.assert_allclose(typicality(Z, 20), _brute_typicality(Z, 20), rtol=1e-4)
-    np.testing.assert_allclose(typicality(Z[:30], 20), _brute_typicality(Z[:30], 15), rtol=1e-4)
+    # small clusters: k capped at max(3, n // 5)
+    np.testing.assert_allclose(typicality(Z[:60], 20), _brute_typicality(Z[:60], 12), rtol=1e-4)
+    np.testing.assert_allclose(typicality(Z[:10], 20), _brute_typicality(Z[:10], 3), rtol=1e-4)
+    np.testing.assert_allclose(typicality(Z[:3], 20), _brute_typicality(Z[:3], 2), rtol=1e-4)
 
 
 def test_typiclust_picks_the_densest_point_of_each_uncovered_blob(blobs):

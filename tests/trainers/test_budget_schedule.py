@@ -106,3 +106,32 @@ def test_the_plan_keeps_the_warmup_share_and_never_passes_the_epochs_horizon():
     assert m.planned_steps == 1000 and sched.max_epochs == 1000 and sched.warmup_epochs == 100
     b.apply(t, m, 3)  # never behind the current step
     assert m.planned_steps == 11 and sched.warmup_epochs == 1
+
+
+def test_a_budget_on_another_clock_plans_and_stops_on_that_clock():
+    """``clock=time.process_time`` in the encoder benchmark: the plan and the stop follow
+    the given clock (here one that advances 1 s per step), with no Lightning Timer."""
+
+    class _Trainer:
+        callbacks: list = []
+        lr_scheduler_configs: list = []
+        global_step = 0
+        should_stop = False
+
+    class _Module:
+        planned_steps = None
+
+        def epoch_horizon(self):
+            return 10_000
+
+    ticks = iter(range(10_000))
+    b, t, m = BudgetSchedule(1.0, first=5, clock=lambda: float(next(ticks))), _Trainer(), _Module()
+    stopped_at = None
+    for step in range(200):
+        t.global_step = step
+        b.on_train_batch_end(t, m, None, None, step)
+        if t.should_stop:
+            stopped_at = step
+            break
+    assert stopped_at == 60  # 60 s of budget at 1 s per step on the given clock
+    assert abs(m.planned_steps - 60) <= 1  # planned from the rate on that clock

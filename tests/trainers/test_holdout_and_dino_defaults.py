@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from curate.cli import main
 from curate.errors import CurateError
-from curate.scorer_store import ids_hash
+from curate.provenance import ids_hash, read_split
 from curate.trainers import TRAINERS
 from curate.trainers.datamodule import ArraySource, ImageDataModule, holdout_split
 from curate.trainers.run import load_methods, quiet_lightning, train
@@ -49,7 +49,10 @@ def test_train_holds_out_images_and_stores_their_ids(ws_index):
     with np.load(split["path"]) as z:
         tr, ho = z["train_ids"], z["holdout_ids"]
     assert len(tr) == run.data["images"] == 36 and len(ho) == 4 and not np.intersect1d(tr, ho).size
-    assert ids_hash(ho) == split["holdout_ids_hash"] and ids_hash(tr) == split["train_ids_hash"]
+    assert ids_hash(ho) == split["holdout_ids_sha256"] and ids_hash(tr) == split["train_ids_sha256"]
+    assert split["ids_hash_version"] == 2 and run.data["ids_sha256"] == ids_hash(tr)
+    got_tr, got_ho = read_split(split, "run held")
+    assert np.array_equal(got_tr, tr) and np.array_equal(got_ho, ho)
     from curate.data import list_images
 
     ids = np.array([r.id for r in list_images(index, batch="b1")])

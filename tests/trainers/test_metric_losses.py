@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from scipy.special import ive
 
-from curate.trainers.metric_losses import (contrastive_loss, great_circle, log_bessel_iv,
-                                           ncl_alpha, ncl_loss, pairwise_distance,
-                                           update_centroids, vmf_log_normalizer, vmf_nll)
+from curate.novelty.vmf import vmf_log_normalizer
+from curate.trainers.metric_losses import (contrastive_loss, great_circle, ncl_alpha, ncl_loss,
+                                           pairwise_distance, update_centroids, vmf_log_prob,
+                                           vmf_nll)
 
 
 def _pair(d):
@@ -89,18 +90,34 @@ def test_ncl_loss_hand_computed():
 
 
 @pytest.mark.parametrize("d", [2, 3, 4, 8, 16, 33, 64, 128])
-def test_log_bessel_matches_scipy(d):
-    v = d / 2 - 1
+def test_torch_normaliser_is_the_numpy_one_and_its_gradient_is_minus_a_d(d):
+    """The trainer's vMF uses curate.novelty.vmf's normaliser: same values on tensors,
+    gradient -A_d(kappa) = -I_{d/2}/I_{d/2-1} (scipy), float32 in -> float32 out."""
     k = np.array([0.01, 0.5, 1.0, 3.0, 10.0, 40.0, 100.0, 700.0, 5000.0])
-    ref = np.log(ive(v, k)) + k
-    ok = np.isfinite(ref)
-    got = log_bessel_iv(v, torch.tensor(k)).numpy()
-    np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-6, atol=1e-6)
+    t = torch.tensor(k, requires_grad=True)
+    out = vmf_log_normalizer(d, t)
+    out.sum().backward()
+    assert out.dtype == torch.float64
+    np.testing.assert_array_equal(out.detach().numpy(), vmf_log_normalizer(d, k))
+    ok = ive(d / 2 - 1, k) > 1e-290
+    np.testing.assert_allclose(-t.grad.numpy()[ok], (ive(d / 2, k) / ive(d / 2 - 1, k))[ok], rtol=1e-10)
+    f32 = vmf_log_normalizer(d, torch.tensor(k, dtype=torch.float32))
+    assert f32.dtype == torch.float32 and torch.allclose(f32.double(), out.detach(), rtol=1e-6)
+
+
+def test_vmf_log_prob_and_nll_agree():
+    torch.manual_seed(1)
+    mu = F.normalize(torch.randn(3, 5), dim=1)
+    z = F.normalize(torch.randn(7, 5), dim=1)
+    kappa = torch.tensor([1.0, 10.0, 100.0])
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    lp = vmf_log_prob(z, mu, kappa)
+    assert torch.allclose(-lp[torch.arange(7), y], vmf_nll(z, y, mu, kappa, reduction="none"))
 
 
 def test_vmf_normaliser_stable_at_1024_dims():
     k = torch.logspace(-2, 6, 30, dtype=torch.float32).requires_grad_(True)
-    out = vmf_log_normalizer(k, 1024)
+    out = vmf_log_normalizer(1024, k)
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(k.grad).all()
     assert (out[1:] <= out[:-1] + 1e-3).all()  # log C_d decreases with kappa
@@ -111,7 +128,7 @@ def test_vmf_normaliser_stable_at_1024_dims():
 def test_vmf_d3_closed_form():
     k = torch.tensor([0.5, 2.0, 30.0], dtype=torch.float64)
     ref = torch.log(k / (4 * math.pi * torch.sinh(k)))
-    assert vmf_log_normalizer(k, 3).tolist() == pytest.approx(ref.tolist(), rel=1e-7)
+    assert vmf_log_normalizer(3, k).tolist() == pytest.approx(ref.tolist(), rel=1e-12)
 
 
 def test_vmf_nll_minimised_at_ml_kappa():

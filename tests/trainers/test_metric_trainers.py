@@ -81,7 +81,8 @@ def test_loss_decreases_on_fixed_batch(method, opts):
 
 def test_ncl_vmf_ce_run_recorded_resumed_exported(sqlite_ws, tmp_path):
     """Interrupted after epoch 1 -> failed + checkpoint; resume finishes with the same
-    centroids restored; encoder.pt embeds on the sphere; vmf.npz holds the kappas."""
+    centroids restored; encoder.pt embeds on the sphere; the checkpoint holds the kappas
+    (no separate vmf.npz), usable as a vmf scorer on the model's embeddings."""
     from lightning.pytorch.callbacks import Callback
 
     index = sqlite_ws.open_index()
@@ -112,9 +113,13 @@ def test_ncl_vmf_ce_run_recorded_resumed_exported(sqlite_ws, tmp_path):
         model = s.scalar(select(Model).where(Model.name == "n1"))
     p = model.params
     assert p["dim"] == 8 and p["normalize"] is True and p["classes"] == ["c0", "c1", "c2"]
-    with np.load(p["vmf_params"]) as z:
-        assert z["means"].shape == (3, 8) and list(z["labels"]) == ["c0", "c1", "c2"]
-        assert (z["kappas"] > 0).all() and np.allclose(np.linalg.norm(z["means"], axis=1), 1, atol=1e-5)
+    assert "vmf_params" not in p
+    ckpt = Path(run.checkpoint_path)
+    assert not (ckpt.parents[1] / "vmf.npz").exists()
+    ncl = torch.load(ckpt, map_location="cpu", weights_only=False)["ncl"]
+    means, kappas = np.array(ncl["means"]), np.array(ncl["kappas"])
+    assert means.shape == (3, 8) and ncl["labels"] == ["c0", "c1", "c2"]
+    assert (kappas > 0).all() and np.allclose(np.linalg.norm(means, axis=1), 1, atol=1e-5)
     from curate.embed import embed
     from curate.embeddings import load_embeddings
 
@@ -122,6 +127,9 @@ def test_ncl_vmf_ce_run_recorded_resumed_exported(sqlite_ws, tmp_path):
     assert rep.dim == 8 and rep.embedded == 24
     _, Z = load_embeddings(index, rep.embedding_set)
     assert np.allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-4)
+    from curate.novelty.vmf import VMFScorer
+
+    assert np.isfinite(VMFScorer.from_params(means, kappas, ncl["labels"]).score_samples(Z)).all()
     from curate.encoders import ENCODERS
 
     enc = ENCODERS.get("trained")(weights=model.weights_path)
