@@ -93,19 +93,22 @@ def load(name: str, pool: int, split: str, rng) -> tuple:
 
 def pixels_pca(X_pool: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """curate's pixels-pca encoder (fit on the pool) on uint8 images (N, H, W[, 3])."""
+    F = pixels_pca_parts({"pool": X_pool, "test": X_test})
+    return F["pool"], F["test"]
+
+
+def pixels_pca_parts(X: dict, fit_on: str = "pool") -> dict:
+    """curate's pixels-pca encoder fitted on ``X[fit_on]``, applied to every part of ``X``."""
     import torch
     from PIL import Image
 
     from curate.encoders.pixels_pca import PixelsPCA
 
     enc = PixelsPCA()
-
-    def tensors(X):
-        return torch.stack([enc.transform(Image.fromarray(x).convert("RGB")) for x in X])
-
-    P, T = tensors(X_pool), tensors(X_test)
-    enc.fit([P])
-    return enc.encode(P).numpy(), enc.encode(T).numpy()
+    T = {k: torch.stack([enc.transform(Image.fromarray(x).convert("RGB")) for x in v])
+         for k, v in X.items()}
+    enc.fit([T[fit_on]])
+    return {k: enc.encode(v).numpy() for k, v in T.items()}
 
 
 def simclr(X_pool: np.ndarray, X_test: np.ndarray, seconds: float) -> tuple:

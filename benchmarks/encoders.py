@@ -131,7 +131,7 @@ def train_job(a) -> dict:
     trainer.fit(module, dm)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     module.eval()
-    feats = {k: sq.embed(module, v) if v.ndim == 3 else embed_rgb(module, v) for k, v in X.items()}
+    feats = {k: sq.embed(module, v) for k, v in X.items()}
     out = Path(a.dir)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "features.npz", **feats)
@@ -145,17 +145,6 @@ def train_job(a) -> dict:
     (out / "info.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
     return info
-
-
-def embed_rgb(module, X: np.ndarray, batch: int = 512) -> np.ndarray:
-    import torch
-
-    from curate.trainers.augment import eval_transform
-
-    tf = eval_transform(module.hparams.image_size, 3)
-    out = [module.embed(tf(torch.from_numpy(X[i:i + batch]).permute(0, 3, 1, 2))).numpy()
-           for i in range(0, len(X), batch)]
-    return np.concatenate(out)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -206,16 +195,9 @@ def load_feats(d: Path) -> tuple[dict, dict]:
 
 def pixels_pca(X: dict) -> dict:
     """curate's pixels-pca encoder, fitted on the training part, on every part."""
-    import torch
-    from PIL import Image
+    import al_curves
 
-    from curate.encoders.pixels_pca import PixelsPCA
-
-    enc = PixelsPCA()
-    T = {k: torch.stack([enc.transform(Image.fromarray(x).convert("RGB")) for x in v])
-         for k, v in X.items()}
-    enc.fit([T["train"]])
-    return {k: enc.encode(v).numpy() for k, v in T.items()}
+    return al_curves.pixels_pca_parts(X, fit_on="train")
 
 
 def table_records(table) -> list[dict]:

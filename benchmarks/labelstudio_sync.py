@@ -66,22 +66,24 @@ class Counter:
 
 
 def build_index(root: Path, n: int):
-    from curate.db.models import Image, Selection, SelectionItem
+    """A workspace with ``n`` distinct tiny PNGs ingested and one selection of them all."""
+    import numpy as np
+    from PIL import Image
+
+    from curate.ingest import ingest
     from curate.workspace import init_workspace
 
     ws = init_workspace(root / "ws")
     index = ws.open_index()
-    with index.session() as s:
-        rows = [Image(path=str(root / "imgs" / f"{i // 1000:03d}" / f"img_{i:06d}.png"), status="ok",
-                      sha256=uuid.uuid4().hex * 2) for i in range(n)]
-        s.add_all(rows)
-        s.flush()
-        sel = Selection(strategy="kcenter", budget=n)
-        s.add(sel)
-        s.flush()
-        s.add_all(SelectionItem(selection_id=sel.id, image_id=r.id, rank=k + 1, score=1.0)
-                  for k, r in enumerate(rows))
-        ids = [r.id for r in rows]
+    for i in range(n):
+        f = root / "imgs" / f"{i // 1000:03d}" / f"img_{i:06d}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        px = np.frombuffer(i.to_bytes(4, "little") * 12, np.uint8).reshape(4, 4, 3)
+        Image.fromarray(px).save(f)
+    ingest(index, [root / "imgs"])
+    ids = [i for i, _ in index.image_paths()]
+    index.add_selection(strategy="kcenter", params={}, embedding_set_id=None, budget=n,
+                        versions={}, items=[(i, k + 1, 1.0) for k, i in enumerate(ids)])
     return index, ids
 
 

@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parent
 
 def build(work: Path, n: int) -> dict:
     """The workspace under ``work`` (reused when complete); returns setup timings."""
-    from curate.batch_shift import check_batch_shift
+    from curate.novelty.batch_check import check_batch
     from curate.datasets import load_fashion_mnist, load_mnist, write_pngs
     from curate.embed import embed
     from curate.ingest import ingest
-    from curate.scorer_store import fit_scorer
-    from curate.scoring import score_images
+    from curate.novelty.stored import fit_scorer
+    from curate.novelty.scoring import score_images
     from curate.select.selection import select_images
     from curate.workspace import find_workspace, init_workspace
 
@@ -82,7 +82,7 @@ def build(work: Path, n: int) -> dict:
         score_images(index, fit.name)
         t["fit_and_score"] = time.perf_counter() - s
         s = time.perf_counter()
-        verdicts = {b: check_batch_shift(index, b, fit.name, permutations=200, max_ref=5000).verdict
+        verdicts = {b: check_batch(index, b, fit.name, permutations=200, max_ref=5000).verdict
                     for b in ("week-5", "mnist")}
         t["check_batch"] = time.perf_counter() - s
     finally:

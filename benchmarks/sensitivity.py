@@ -9,7 +9,7 @@ into a fresh workspace (batches ``train``, ``test-in``, ``ood``); encoders are t
 with :func:`curate.trainers.run.train` on batch ``train`` (small-cnn, 28 px, batch 64,
 one torch thread, ``--epochs`` capped by ``--minutes``; the run holds out 10% of its
 images, never trained on); ``embed --model``; sensitivities come from
-:func:`curate.scorer_tuning.tune_scorer` on the run's holdout (all runs of a dataset in
+:func:`curate.novelty.tuning.tune_scorer` on the run's holdout (all runs of a dataset in
 one call, so every setting is scored on the same sens / test images).
 True OOD AUROC: the scorer fitted on every image the run trained on, AUROC of batch
 ``ood`` (positive) vs ``test-in``.
@@ -77,7 +77,7 @@ def true_aurocs(index, set_name: str, train_ids, cands) -> dict[str, float]:
     """OOD AUROC per candidate label: scorer fitted on every trained image."""
     from curate.embeddings import load_embeddings
     from curate.novelty import make_scorer
-    from curate.scorer_tuning import candidate_label
+    from curate.novelty.tuning import candidate_label
 
     _, ref = load_embeddings(index, set_name, image_ids=train_ids)
     _, x_in = load_embeddings(index, set_name, batch="test-in")
@@ -98,7 +98,7 @@ def rho(points) -> dict:
 
 def bench_dataset(name, train_x, in_x, ood_x, args) -> dict:
     from curate.embed import embed
-    from curate.scorer_tuning import expand_candidates, run_split, tune_scorer
+    from curate.novelty.tuning import expand_candidates, run_split, tune_scorer
     from curate.trainers.run import train
 
     with tempfile.TemporaryDirectory() as tmp:

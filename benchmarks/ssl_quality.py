@@ -110,8 +110,9 @@ def embed(module, X: np.ndarray, batch: int = 1024) -> np.ndarray:
     h = module.hparams
     tf = eval_transform(h.image_size, h.channels)
     out = []
-    for i in range(0, len(X), batch):
-        x = tf(torch.from_numpy(X[i:i + batch]).unsqueeze(1)).to(module.device)
+    for i in range(0, len(X), batch):  # (N, H, W) gray or (N, H, W, 3) RGB uint8
+        x = torch.from_numpy(X[i:i + batch])
+        x = tf(x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).to(module.device)
         out.append(module.embed(x).float().cpu().numpy())
     return np.concatenate(out)
 

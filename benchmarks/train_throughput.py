@@ -4,7 +4,7 @@ Usage: python benchmarks/train_throughput.py [--images 3000] [--sizes 28,64] [--
        [--window-steps 4] [--no-bf16] [--quick] [--out FILE]
 
 Both pipelines train through the same code as ``curate train`` (index -> ImageDataModule
--> :func:`curate.trainers.run.fit_run`) on Fashion-MNIST training images written as PNG
+-> :func:`curate.trainers.fit.fit_run`) on Fashion-MNIST training images written as PNG
 files and ingested into a fresh workspace (64 px: the same images resized, bilinear):
 
 * ``before`` -- the first release's path: every image decoded from its PNG every epoch
@@ -121,7 +121,8 @@ def worker_throughput(ws_dir: str, size: int, after: bool, precision: str, windo
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    from curate.trainers.run import fit_run
+    from curate.trainers.config import RuntimeConfig, TrainConfig
+    from curate.trainers.fit import fit_run
 
     class Clock(Callback):
         def __init__(self):
@@ -139,10 +140,10 @@ def worker_throughput(ws_dir: str, size: int, after: bool, precision: str, windo
     clock, warm = Clock(), 3
     steps = warm + windows * window_steps
     load0 = os.getloadavg()[0]
-    run = fit_run(index, ws, module, dm, method="simclr", params={"benchmark": True},
-                  max_steps=steps, epochs=1000, devices=1, accelerator="cpu",
-                  precision=precision, progress=False, checkpoint_every=0,
-                  callbacks=[clock])
+    run = fit_run(index, ws, module, dm,
+                  TrainConfig(method="simclr", max_steps=steps, epochs=1000, precision=precision),
+                  RuntimeConfig(devices=1, accelerator="cpu", progress=False, checkpoint_every=0),
+                  params={"benchmark": True}, callbacks=[clock])
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     w, c = clock.wall[warm - 1:], clock.cpu[warm - 1:]
     per_window = [(w[(k + 1) * window_steps] - w[k * window_steps]) / window_steps

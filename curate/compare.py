@@ -77,7 +77,7 @@ def _names(embeddings) -> list[str] | None:
 
 def _check(ood_batches, test_batch, scorers, al_budgets, al_seeds, n_boot, level, max_images):
     from curate.novelty import SCORERS
-    from curate.scorer_store import CLASS_CONDITIONAL
+    from curate.novelty import CLASS_CONDITIONAL
     from curate.select.simulation import check_budgets
 
     if test_batch is not None and test_batch in ood_batches:
@@ -93,42 +93,35 @@ def _check(ood_batches, test_batch, scorers, al_budgets, al_seeds, n_boot, level
     return check_budgets(al_budgets)
 
 
-def _baseline_set(s, baseline: str | None, names: list[str] | None) -> str | None:
+def _baseline_set(index, baseline: str | None, names: list[str] | None) -> str | None:
     """The pixels-pca set to compare with: ``baseline``, else the first pixels-pca set among
     ``names`` (the sets the user named), else the latest one; None: none exists."""
-    from sqlalchemy import select
-
-    from curate.db.models import EmbeddingSet, Model
-    from curate.embeddings import get_set
-
     if baseline is not None:
-        return get_set(s, baseline).name
+        return index.embedding_set(baseline).name
     for n in names or []:
-        if get_set(s, n).model.encoder == BASELINE_ENCODER:
+        if index.embedding_set(n).model.encoder == BASELINE_ENCODER:
             return n
-    return s.scalar(select(EmbeddingSet.name).join(Model, Model.id == EmbeddingSet.model_id)
-                    .where(Model.encoder == BASELINE_ENCODER).order_by(EmbeddingSet.id.desc()))
+    latest = index.embedding_set_names(encoder=BASELINE_ENCODER)
+    return latest[-1] if latest else None
 
 
 def _sets_info(index, names: list[str], loaded: dict) -> list[dict]:
-    from curate.db.models import EmbeddingSet
     from curate.embed import SPEED_FILE
-    from curate.embeddings import get_set, set_folder
+    from curate.embeddings import set_folder
 
     out = []
-    with index.session() as s:
-        for n in names:
-            es: EmbeddingSet = get_set(s, n)
-            try:
-                path = set_folder(getattr(index, "data_dir", None), es) / SPEED_FILE
-                speed = json.loads(path.read_text()) if path.is_file() else {}
-            except (OSError, ValueError, CurateError):
-                speed = {}
-            out.append({"name": n, "model": es.model.name, "encoder": es.model.encoder,
-                        "dim": int(es.dim), "images": int(len(loaded[n][0])),
-                        "images_per_second": speed.get("images_per_second"),
-                        "embed_device": speed.get("device"),
-                        "trained_run": es.model.run_id is not None})
+    for n in names:
+        es = index.embedding_set(n)
+        try:
+            path = set_folder(getattr(index, "data_dir", None), es) / SPEED_FILE
+            speed = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError, CurateError):
+            speed = {}
+        out.append({"name": n, "model": es.model.name, "encoder": es.model.encoder,
+                    "dim": int(es.dim), "images": int(len(loaded[n][0])),
+                    "images_per_second": speed.get("images_per_second"),
+                    "embed_device": speed.get("device"),
+                    "trained_run": es.model.run_id is not None})
     return out
 
 
@@ -137,7 +130,7 @@ def _sensitivity_rows(index, names, ids, X, level, notes) -> list[dict]:
     from scipy.stats import norm
 
     from curate.novelty.sensitivity import delong, sensitivity_scores
-    from curate.scorer_tuning import run_split
+    from curate.novelty.tuning import run_split
 
     rows = []
     z = float(norm.ppf(0.5 + level / 2))
@@ -179,9 +172,7 @@ def compare(index, ws, embeddings: Sequence[str] | str | None = None,
     (.csv/.parquet/.json) receives its table. Raises :class:`CurateError` (one line) for
     an unknown set or batch, a test batch that is an OOD batch, no common images, or
     nothing to measure (no labels and no OOD batch)."""
-    from curate.data import image_labels
-    from curate.embeddings import get_set, load_embeddings
-    from curate.scorer_store import batch_image_ids
+    from curate.embeddings import load_embeddings
     from curate.validation import check_finite
 
     t0 = time.perf_counter()
@@ -190,18 +181,14 @@ def compare(index, ws, embeddings: Sequence[str] | str | None = None,
     budgets = _check(ood_batches, test_batch, scorers, al_budgets, al_seeds, n_boot, level,
                      max_images)
     names, notes = _names(embeddings), []
-    with index.session() as s:
-        if names:
-            names = [get_set(s, n).name for n in names]    # unknown names: one-line error
-            base = _baseline_set(s, baseline, names)       # a named pixels-pca set, if any
-        else:
-            from sqlalchemy import select
-
-            from curate.db.models import EmbeddingSet
-            names = list(s.scalars(select(EmbeddingSet.name).order_by(EmbeddingSet.id)))
-            base = _baseline_set(s, baseline, None)
-        members = {b: batch_image_ids(s, [b]) for b in [*ood_batches, *([test_batch] if test_batch else [])]}
-        labels = image_labels(s)
+    if names:
+        names = [index.embedding_set(n).name for n in names]   # unknown names: one-line error
+        base = _baseline_set(index, baseline, names)          # a named pixels-pca set, if any
+    else:
+        names = index.embedding_set_names()
+        base = _baseline_set(index, baseline, None)
+    members = {b: index.batch_image_ids([b]) for b in [*ood_batches, *([test_batch] if test_batch else [])]}
+    labels = index.labels()
     if not labels and not ood_batches:  # before computing a baseline for nothing
         raise CurateError("nothing to compare on: no image has a label and no --ood-batch was "
                           "given; ingest with --labels (or pull annotations) for 10-NN, "

@@ -108,21 +108,13 @@ def compare_after_training(index, ws, run, *, max_reference: int = 1000,
 
 
 def _compare(index, ws, run, max_reference, max_holdout, knn_k, n_boot, level, seed):
-    from sqlalchemy import select
-
     from curate.data import list_images
-    from curate.db.models import Model, TrainingRun
-    from curate.encoders import ENCODERS, load_trained_encoders
+    from curate.encoders import ENCODERS
     from curate.encoders.pixels_pca import PixelsPCA
+    from curate.trainers import encoder as _registers_trained  # noqa: F401
 
     t0 = time.perf_counter()
-    load_trained_encoders()
-    with index.session() as s:
-        run = s.scalar(select(TrainingRun).where(TrainingRun.name == (
-            run if isinstance(run, str) else run.name)))
-        model = s.scalar(select(Model).where(Model.run_id == run.id)) if run else None
-    if run is None or model is None:
-        raise CurateError("no finished run with a model to compare")
+    run, model = index.run_model(run if isinstance(run, str) else run.name)
     train, hold = read_split((run.data or {}).get("holdout_split"), f"training run {run.name!r}")
     if len(hold) < MIN_HOLDOUT:
         raise CurateError(f"{len(hold)} held-out images are too few to compare with "
@@ -186,20 +178,13 @@ def compare_and_record(index, ws, run, **kwargs):
     the comparison: the run is finished and recorded already, and an hours-long training
     must not end in a traceback of its closing check (an unexpected error is recorded with
     its type, for a bug report)."""
-    from curate.db.models import TrainingRun
-
     try:
         rec = compare_after_training(index, ws, run, **kwargs).as_dict()
     except CurateError as e:
         rec = {"error": str(e)}
     except Exception as e:  # noqa: BLE001 - see the docstring
         rec = {"error": f"the comparison failed ({type(e).__name__}: {e}); the run is saved"}
-    with index.session() as s:
-        row = s.get(TrainingRun, run.id)
-        row.data = {**(row.data or {}), "comparison": rec}
-        s.flush()
-        s.refresh(row)
-        return row
+    return index.update_run_data(run.id, {"comparison": rec})
 
 
 __all__ = ["compare_after_training", "compare_and_record", "SHIFTS", "MIN_HOLDOUT"]

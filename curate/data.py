@@ -8,10 +8,7 @@ from typing import Callable, Sequence
 
 import PIL.Image
 import torch
-from sqlalchemy import select
 
-from curate.db.models import Batch, Image, Label
-from curate.errors import CurateError
 from curate.imageio import load_image
 
 
@@ -24,58 +21,16 @@ class ImageRecord:
 
 def list_images(index, batch: str | None = None, with_labels: bool = False,
                 exclude_ids: set[int] | None = None) -> list[ImageRecord]:
-    """Ok images (optionally of one batch) ordered by id, with their best label.
-
-    Label precedence: label-studio, then manifest, then folder.
-    """
-    with index.session() as s:
-        q = select(Image.id, Image.path).where(Image.status == "ok").order_by(Image.id)
-        if batch is not None:
-            b = s.scalar(select(Batch).where(Batch.name == batch))
-            if b is None:
-                raise CurateError(f"no batch named {batch!r}")
-            q = q.where(Image.batch_id == b.id)
-        recs = [ImageRecord(i, p) for i, p in s.execute(q)]
-        if with_labels:
-            labels = image_labels(s)
-            for r in recs:
-                r.label = labels.get(r.id)
+    """Ok images (optionally of one batch) ordered by id, with their best label
+    (``index.labels()``: label-studio, then manifest, then folder). Two queries."""
+    recs = [ImageRecord(i, p) for i, p in index.image_paths(batch, "ok")]
+    if with_labels:
+        labels = index.labels()
+        for r in recs:
+            r.label = labels.get(r.id)
     if exclude_ids:
         recs = [r for r in recs if r.id not in exclude_ids]
     return recs
-
-
-_PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}
-
-
-def image_labels(session, among=None) -> dict[int, str]:
-    """image id -> label (status 'labeled' only), the most trusted source winning
-    (label-studio, then manifest, then folder). ``among``: a ``select`` of image ids to
-    restrict to (one query), e.g. a selection's items; None = every image."""
-    best: dict[int, tuple[int, str]] = {}
-    q = select(Label.image_id, Label.label, Label.source).where(
-        Label.status == "labeled", Label.label.is_not(None))
-    if among is not None:
-        q = q.where(Label.image_id.in_(among))
-    rows = session.execute(q)
-    for iid, lab, src in rows:
-        rank = _PRECEDENCE.get(src, 0)
-        if iid not in best or rank > best[iid][0]:
-            best[iid] = (rank, lab)
-    return {k: v[1] for k, v in best.items()}
-
-
-def image_batches(session, ids: Sequence[int] | None = None) -> dict[int, str | None]:
-    """image id -> name of the batch it was ingested in (None for no batch); ``ids``
-    limits the query (chunks of 900 ids), else every image."""
-    q = select(Image.id, Batch.name).outerjoin(Batch, Batch.id == Image.batch_id)
-    if ids is None:
-        return dict(session.execute(q).all())
-    ids = [int(i) for i in ids]
-    out: dict[int, str | None] = {}
-    for k in range(0, len(ids), 900):
-        out.update(session.execute(q.where(Image.id.in_(ids[k:k + 900]))).all())
-    return out
 
 
 #: what loading an image that vanished or broke since ingest may raise

@@ -15,15 +15,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sqlalchemy import select, update
 
 from curate.data import ImageDataset, collate_skip_missing, list_images
-from curate.db.models import EmbeddingSet, Image, Model
-from curate.embeddings import (DTYPES, append_shard, drop_damaged_shards, embedded_ids,
-                               relative_set_path, safe_name, set_folder)
+from curate.embeddings import (DTYPES, append_shard, drop_damaged_shards, relative_set_path,
+                               safe_name, set_folder)
 from curate.encoders import ENCODERS, load_trained_encoders
 from curate.errors import CurateError
-from curate.locks import db_lock, file_lock
+from curate.locks import file_lock
 from curate.provenance import sha256_file, versions
 from curate.validation import resolve_device
 
@@ -52,13 +50,13 @@ class EmbedReport:
         return {**self.__dict__, "images_per_second": round(self.images_per_second, 1)}
 
 
-def _model_row(s, ws, encoder: str | None, weights: str | None, model: str | None,
-               image_size: int | None) -> Model:
+def _model_row(index, encoder: str | None, weights: str | None, model: str | None,
+               image_size: int | None):
+    """The model row to embed with: ``model`` (a trained run's), else the row of
+    ``encoder`` with ``weights``, created once (:meth:`~curate.db.store.embeddings.
+    EmbeddingQueries.ensure_model`)."""
     if model is not None:
-        row = s.scalar(select(Model).where(Model.name == model))
-        if row is None:
-            raise CurateError(f"no model named {model!r} in the index (see `curate train`)")
-        return row
+        return index.model(model)
     if encoder is None:
         raise CurateError("give --encoder NAME (or --model RUN)")
     ENCODERS.get(encoder)  # validates the name before any work
@@ -67,18 +65,12 @@ def _model_row(s, ws, encoder: str | None, weights: str | None, model: str | Non
     wpath = resolve_weights(encoder, weights)  # a file, or a torchvision name -> its cached file
     sha = sha256_file(wpath) if wpath else None
     name = f"{encoder}-{sha[:12]}" if sha else f"{encoder}-{image_size or 'default'}"
-    db_lock(s, "embed-setup")  # two embeds at once create the model row once
-    row = s.scalar(select(Model).where(Model.name == name))
-    if row is None:
-        named = weights_name(weights)
-        row = Model(name=name, encoder=encoder, weights_path=str(wpath) if wpath else None,
-                    weights_sha256=sha, params={"weights_name": named} if named else {})
-        s.add(row)
-        s.flush()
-    return row
+    named = weights_name(weights)
+    return index.ensure_model(name, encoder=encoder, weights_path=str(wpath) if wpath else None,
+                              weights_sha256=sha, params={"weights_name": named} if named else {})
 
 
-def _build_encoder(row: Model, ws, image_size: int | None, records, loader_kw):
+def _build_encoder(row, ws, image_size: int | None, records, loader_kw):
     params = dict(row.params or {})
     size = image_size or params.pop("image_size", None)
     params.pop("image_size", None)
@@ -105,7 +97,7 @@ class _Plan:
     """What an embed run does, decided once (shared by the local and the Ray path)."""
     enc: object
     dev: torch.device
-    set_id: int
+    es: object  # the embedding set row (index.embedding_set)
     folder: Path
     todo: list
     report: EmbedReport
@@ -134,11 +126,10 @@ def encode_records(enc, records, dev: torch.device, loader_kw: dict):
         yield ids, z, [records[i] for i in missing], n
 
 
-def mark_missing(session, records) -> None:
+def mark_missing(index, records) -> None:
     """Mark images whose file vanished or broke since ingest as rejected."""
     if records:
-        session.execute(update(Image).where(Image.id.in_([r.id for r in records]))
-                        .values(status="rejected", reason="file missing or unreadable at embed time"))
+        index.mark_rejected([r.id for r in records], "file missing or unreadable at embed time")
 
 
 def _plan(index, ws, encoder, weights, model, batch, image_size, device, dtype, batch_size,
@@ -151,9 +142,7 @@ def _plan(index, ws, encoder, weights, model, batch, image_size, device, dtype, 
         raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
     load_trained_encoders()
     dev = torch.device(resolve_device(device))
-    with index.session() as s:
-        row = _model_row(s, ws, encoder, weights, model, image_size)
-        model_name, model_id = row.name, row.id
+    row = _model_row(index, encoder, weights, model, image_size)
     records = list_images(index, batch=batch)
     if not records:
         raise CurateError("no ingested images" + (f" in batch {batch!r}" if batch else "")
@@ -162,28 +151,21 @@ def _plan(index, ws, encoder, weights, model, batch, image_size, device, dtype, 
         num_workers = 0 if len(records) < 2000 else min(4, os.cpu_count() or 1)
     loader_kw = dict(batch_size=batch_size, num_workers=num_workers,
                      pin_memory=dev.type == "cuda")
-    with index.session() as s:
-        enc = _build_encoder(s.get(Model, model_id), ws, image_size, records, loader_kw)
-    set_name = f"{model_name}@{enc.image_size}"
-    with index.session() as s:
-        db_lock(s, "embed-setup")  # two embeds at once create the set once
-        es = s.scalar(select(EmbeddingSet).where(EmbeddingSet.name == set_name))
-        if es is None:
-            es = EmbeddingSet(name=set_name, model_id=model_id, dim=enc.dim, dtype=dtype, count=0,
-                              path=relative_set_path(set_name),
-                              params=enc.params(), versions=versions())
-            s.add(es)
-            s.flush()
-        elif es.dtype != dtype:
-            raise CurateError(f"embedding set {set_name} stores {es.dtype}; rerun with --dtype {es.dtype}")
-        folder = set_folder(ws.data_dir, es)
-        damaged = drop_damaged_shards(s, es, folder)  # their images are embedded again below
-        done = embedded_ids(s, es)
-        set_id = es.id
-    todo = [r for r in records if r.id not in done]
-    report = EmbedReport(set_name, model_name, enc.dim, dtype, already=len(records) - len(todo),
+    enc = _build_encoder(row, ws, image_size, records, loader_kw)
+    set_name = f"{row.name}@{enc.image_size}"
+    es = index.ensure_embedding_set(set_name, model_id=row.id, dim=enc.dim, dtype=dtype,
+                                    path=relative_set_path(set_name), params=enc.params(),
+                                    versions=versions())
+    if es.dtype != dtype:
+        raise CurateError(f"embedding set {set_name} stores {es.dtype}; rerun with --dtype {es.dtype}")
+    folder = set_folder(ws.data_dir, es)
+    damaged = drop_damaged_shards(index, es, folder)  # their images are embedded again below
+    done = np.isin(np.fromiter((r.id for r in records), np.int64, len(records)),
+                   index.embedded_ids(es.id))
+    todo = [r for r, d in zip(records, done) if not d]
+    report = EmbedReport(set_name, row.name, enc.dim, dtype, already=len(records) - len(todo),
                          device=str(dev), damaged_shards=damaged)
-    return _Plan(enc, dev, set_id, folder, todo, report, loader_kw)
+    return _Plan(enc, dev, es, folder, todo, report, loader_kw)
 
 
 def embed(index, ws, encoder: str | None = None, weights: str | None = None,
@@ -217,7 +199,7 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
     report, todo = plan.report, plan.todo
     if not todo:
         return report
-    enc, dev, folder, set_id = plan.enc, plan.dev, plan.folder, plan.set_id
+    enc, dev, folder, es = plan.enc, plan.dev, plan.folder, plan.es
     enc.to(dev)
     t0 = time.perf_counter()
     buf_ids, buf_x = [], []
@@ -225,9 +207,8 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
     def flush():
         if not buf_ids:
             return
-        with index.session() as s:
-            ids = np.concatenate(buf_ids)
-            added = append_shard(s, s.get(EmbeddingSet, set_id), ids, np.concatenate(buf_x), folder)
+        ids = np.concatenate(buf_ids)
+        added = append_shard(index, es, ids, np.concatenate(buf_x), folder)
         report.embedded -= len(ids) - added  # another embed stored these meanwhile
         report.already += len(ids) - added
         buf_ids.clear()
@@ -237,8 +218,7 @@ def embed(index, ws, encoder: str | None = None, weights: str | None = None,
     for ids, z, missing, n in encode_records(enc, todo, dev, plan.loader_kw):
         if missing:
             report.missing_files += [r.path for r in missing]
-            with index.session() as s:
-                mark_missing(s, missing)
+            mark_missing(index, missing)
         buf_ids.append(ids)
         buf_x.append(z)
         report.embedded += len(ids)

@@ -118,7 +118,7 @@ class EmbedActor:
     was missing (marked rejected, as the local path does).
     """
 
-    def __init__(self, encoder, db_url: str, set_id: int, folder: str, device: str,
+    def __init__(self, encoder, db_url: str, set_name: str, folder: str, device: str,
                  loader_kw: dict):
         import torch  # noqa: PLC0415
 
@@ -131,11 +131,10 @@ class EmbedActor:
             raise CurateError(f"the data folder {self.folder.parent.parent} is not visible on this "
                               "Ray worker; the embedding store must be on a shared filesystem")
         self.index = open_index(db_url, migrate=False)
-        self.set_id, self.loader_kw = set_id, loader_kw
+        self.es, self.loader_kw = self.index.embedding_set(set_name), loader_kw
 
     def __call__(self, block: dict) -> dict:
         from curate.data import ImageRecord  # noqa: PLC0415
-        from curate.db.models import EmbeddingSet  # noqa: PLC0415
         from curate.embed import encode_records, mark_missing  # noqa: PLC0415
         from curate.embeddings import append_shard  # noqa: PLC0415
 
@@ -147,11 +146,8 @@ class EmbedActor:
             missing += miss
         ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
         X = np.concatenate(zs) if zs else np.empty((0, self.enc.dim), np.float32)
-        with self.index.session() as s:
-            added = 0
-            if len(ids):
-                added = append_shard(s, s.get(EmbeddingSet, self.set_id), ids, X, self.folder)
-            mark_missing(s, missing)
+        added = append_shard(self.index, self.es, ids, X, self.folder) if len(ids) else 0
+        mark_missing(self.index, missing)
         return {"rows": np.array([len(records)]), "added": np.array([added]),
                 "encoded": np.array([len(ids)]),
                 "missing": np.array([np.array([r.id for r in missing], np.int64)], dtype=object)}
@@ -213,7 +209,7 @@ def embed_on_ray(index, plan, address: str, device: str = "auto", shard_size: in
                              fn_constructor_kwargs=dict(
                                  encoder=plan.enc,
                                  db_url=index.engine.url.render_as_string(hide_password=False),
-                                 set_id=plan.set_id, folder=str(plan.folder), device=dev,
+                                 set_name=plan.es.name, folder=str(plan.folder), device=dev,
                                  loader_kw=loader_kw), **res)
         paths = {r.id: r.path for r in todo}
         t0, seen = time.perf_counter(), 0

@@ -11,24 +11,22 @@ and renamed before its rows are committed, so a crash never leaves rows pointing
 partial file (an orphaned shard is overwritten by the next run). On load every shard is
 checked (readable, float dtype, width, row count, checksum); a damaged one is named in
 a one-line error, and ``curate embed`` re-embeds its rows (:func:`drop_damaged_shards`).
+
+The files are this module's; the rows, the set's lock and its count are the store's
+(:mod:`curate.db.store.embeddings`), which calls back here inside its transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
 import re
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
 
-from curate.db.lookup import named_or_latest
-from curate.db.models import Batch, EmbeddingRow, EmbeddingSet, Image
 from curate.errors import CurateError
-from curate.locks import db_lock
 from curate.provenance import sha256_file
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -38,19 +36,13 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", name)
 
 
-def get_set(session, name: str | None = None) -> EmbeddingSet:
-    """The named embedding set, or the most recently created one."""
-    return named_or_latest(session, EmbeddingSet, name, "embedding set",
-                           "run `curate embed` first")
-
-
 def relative_set_path(set_name: str) -> str:
     """What ``EmbeddingSet.path`` stores for a new set: relative to the data folder."""
     return f"embeddings/{safe_name(set_name)}"
 
 
-def set_folder(data_dir: Path | None, es: EmbeddingSet) -> Path:
-    """The folder of ``es``'s shards in the workspace whose data folder is ``data_dir``.
+def set_folder(data_dir: Path | None, es) -> Path:
+    """The folder of embedding set ``es``'s shards in the workspace whose data folder is ``data_dir``.
 
     Refuses an absolute folder outside ``data_dir`` (a copied workspace would otherwise
     read or overwrite the original's shards)."""
@@ -91,43 +83,26 @@ def _write_shard(folder: Path, shard: int, X: np.ndarray) -> None:
                           "was recorded, rerun `curate embed` once it is writable") from None
 
 
-def append_shard(session, es: EmbeddingSet, image_ids: np.ndarray, X: np.ndarray,
+def append_shard(index, es, image_ids: np.ndarray, X: np.ndarray,
                  folder: Path | None = None) -> int:
-    """Write one shard for ``image_ids`` (int64[n]) and ``X`` ((n, dim)); returns how many
-    rows were added (images another process embedded meanwhile are left out).
-
-    Holds the set's lock until the caller commits the session (rows become visible then).
-    ``folder``: the set's folder (default: ``es.path`` when absolute).
+    """Store one shard of embedding set ``es`` (a row of ``index.embedding_set``) for
+    ``image_ids`` (int64[n]) and ``X`` ((n, dim)); returns how many rows were added (images
+    another process embedded meanwhile are left out). One transaction under the set's
+    lock (:meth:`~curate.db.store.embeddings.EmbeddingQueries.add_embedding_rows`): the
+    file is renamed into place before its rows commit. ``folder``: the set's folder
+    (default: ``es.path`` when absolute). Cost: O(n dim) written plus one bulk INSERT.
     """
     if X.shape != (len(image_ids), es.dim):
         raise ValueError(f"shard shape {X.shape} != ({len(image_ids)}, {es.dim})")
     folder = Path(folder) if folder is not None else set_folder(None, es)
-    db_lock(session, f"embed:{es.id}")
-    image_ids = np.asarray(image_ids, dtype=np.int64)
-    if len(image_ids):
-        have = np.fromiter(session.scalars(select(EmbeddingRow.image_id).where(
-            EmbeddingRow.set_id == es.id, EmbeddingRow.image_id >= int(image_ids.min()),
-            EmbeddingRow.image_id <= int(image_ids.max()))), np.int64)
-        keep = ~np.isin(image_ids, have)
-        image_ids, X = image_ids[keep], X[keep]
-    if not len(image_ids):
-        return 0
-    last = session.scalar(select(func.max(EmbeddingRow.shard)).where(EmbeddingRow.set_id == es.id))
-    shard = 0 if last is None else last + 1
-    _write_shard(folder, shard, np.ascontiguousarray(X, dtype=DTYPES[es.dtype]))
-    session.add_all(EmbeddingRow(set_id=es.id, image_id=int(i), shard=shard, row=r)
-                    for r, i in enumerate(image_ids))
-    session.execute(update(EmbeddingSet).where(EmbeddingSet.id == es.id)
-                    .values(count=EmbeddingSet.count + len(image_ids)))
-    session.expire(es, ["count"])
-    return len(image_ids)
+
+    def write(shard: int, keep: np.ndarray) -> None:
+        _write_shard(folder, shard, np.ascontiguousarray(X[keep], dtype=DTYPES[es.dtype]))
+
+    return index.add_embedding_rows(es.id, image_ids, write)
 
 
-def embedded_ids(session, es: EmbeddingSet) -> set[int]:
-    return set(session.scalars(select(EmbeddingRow.image_id).where(EmbeddingRow.set_id == es.id)))
-
-
-def open_shard(folder: Path, shard: int, es: EmbeddingSet, n_rows: int) -> np.ndarray:
+def open_shard(folder: Path, shard: int, es, n_rows: int) -> np.ndarray:
     """Memory-map one shard after checking it; a one-line CurateError names a damaged one.
 
     ``n_rows``: how many rows the index says the shard has at least (max row + 1).
@@ -156,28 +131,23 @@ def open_shard(folder: Path, shard: int, es: EmbeddingSet, n_rows: int) -> np.nd
     return data
 
 
-def drop_damaged_shards(session, es: EmbeddingSet, folder: Path) -> list[str]:
+def drop_damaged_shards(index, es, folder: Path) -> list[str]:
     """Find damaged shards of ``es``; delete their rows (their images get re-embedded) and
-    move each file aside to ``*.damaged``. Returns one description per damaged shard."""
-    db_lock(session, f"embed:{es.id}")
-    found = []
-    for shard, max_row in session.execute(
-            select(EmbeddingRow.shard, func.max(EmbeddingRow.row))
-            .where(EmbeddingRow.set_id == es.id).group_by(EmbeddingRow.shard)).all():
+    move each file aside to ``*.damaged``. Returns one description per damaged shard.
+    Cost: every shard is checked (read and hashed) once."""
+    def check(shard: int, n_rows: int) -> str | None:
         try:
-            open_shard(folder, shard, es, max_row + 1)
-            continue
+            open_shard(folder, shard, es, n_rows)
+            return None
         except CurateError as e:
-            found.append(str(e).split("; rerun")[0])
-        n = session.execute(delete(EmbeddingRow).where(EmbeddingRow.set_id == es.id,
-                                                      EmbeddingRow.shard == shard)).rowcount
-        session.execute(update(EmbeddingSet).where(EmbeddingSet.id == es.id)
-                        .values(count=EmbeddingSet.count - n))
+            problem = str(e).split("; rerun")[0]
         path = _shard_path(folder, shard)
         if path.exists():
             os.replace(path, path.with_name(path.name + ".damaged"))
         path.with_suffix(".sha256").unlink(missing_ok=True)
-    return found
+        return problem
+
+    return index.drop_damaged_shards(es.id, check)
 
 
 def load_embeddings(index, set_name: str | None = None, batch: str | None = None,
@@ -187,22 +157,9 @@ def load_embeddings(index, set_name: str | None = None, batch: str | None = None
     Only images currently ``ok`` are returned; ``batch`` restricts to one ingest
     batch, ``image_ids`` to a subset. Shards are checked, memory-mapped and gathered once.
     """
-    with index.session() as s:
-        es = get_set(s, set_name)
-        q = (select(EmbeddingRow.image_id, EmbeddingRow.shard, EmbeddingRow.row)
-             .join(Image, Image.id == EmbeddingRow.image_id)
-             .where(EmbeddingRow.set_id == es.id, Image.status == "ok")
-             .order_by(EmbeddingRow.image_id))
-        if batch is not None:
-            b = s.scalar(select(Batch).where(Batch.name == batch))
-            if b is None:
-                raise CurateError(f"no batch named {batch!r}")
-            q = q.where(Image.batch_id == b.id)
-        # Core rows (no ORM loading) read flat by fromiter: np.array on a list of ORM Rows
-        # takes numpy's generic-sequence path (2.3 s vs ~0.2 s at 50k rows)
-        rows = np.fromiter(itertools.chain.from_iterable(s.connection().execute(q)),
-                           dtype=np.int64).reshape(-1, 3)
-        folder = set_folder(getattr(index, "data_dir", None), es)
+    es = index.embedding_set(set_name)
+    rows = index.embedding_rows(es.id, batch)
+    folder = set_folder(getattr(index, "data_dir", None), es)
     if image_ids is not None:
         rows = rows[np.isin(rows[:, 0], np.asarray(image_ids, dtype=np.int64))]
     X = np.empty((len(rows), es.dim), dtype=dtype)

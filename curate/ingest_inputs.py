@@ -13,12 +13,11 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from curate.db.models import Label
+from curate.db.store.labels import LABEL_LIMIT
 from curate.errors import CurateError
 from curate.imageio import EXTENSIONS
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
-LABEL_LIMIT = Label.__table__.c.label.type.length
 
 
 def _inside(real: str, root: str) -> bool:

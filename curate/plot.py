@@ -183,30 +183,20 @@ def embedding_map(index, ws, model: str | None = None, set_name: str | None = No
 
     The model's latest embedding set is used; with none, the model embeds the images
     first (``curate.embed.embed``; stored, so later plots reuse it). Selected images
-    are those of ``selection_id`` (default: the latest selection), flagged ones have
-    ``Score.flagged`` for ``scorer`` (default: any scorer); ``color="score"`` uses that
+    are those of ``selection_id`` (default: the latest selection), flagged ones are
+    flagged by ``scorer`` (default: any scorer); ``color="score"`` uses that
     scorer's scores (default: the latest scorer). More than ``max_points`` points are
     subsampled (seeded) before projecting.
     """
-    from sqlalchemy import select
-
-    from curate.data import image_labels
-    from curate.db.models import (Batch, EmbeddingSet, Image, Model, Score, Scorer, Selection,
-                                  SelectionItem)
     from curate.embeddings import load_embeddings
 
     if color not in COLOR_BY:
         raise CurateError(f"unknown --color {color!r}; choose one of: {', '.join(COLOR_BY)}")
     if model is None and set_name is None:
         raise CurateError("give --model RUN or --set NAME")
-    with index.session() as s:
-        if set_name is None:
-            m = s.scalar(select(Model).where(Model.name == model))
-            if m is None:
-                raise CurateError(f"no model named {model!r} in the index (see `curate train`)")
-            es = s.scalar(select(EmbeddingSet).where(EmbeddingSet.model_id == m.id)
-                          .order_by(EmbeddingSet.id.desc()).limit(1))
-            set_name = es.name if es is not None else None
+    if set_name is None:
+        es = index.model_embedding_set(model)   # unknown model: one-line error
+        set_name = es.name if es is not None else None
     embedded_now = 0
     if set_name is None:
         from curate.embed import embed
@@ -222,42 +212,37 @@ def embedding_map(index, ws, model: str | None = None, set_name: str | None = No
         ids, X = ids[keep], X[keep]
     coords, how = project_2d(X, method, random_state)
     id_list = ids.tolist()
-    with index.session() as s:
-        if selection_id is None:
-            selection_id = s.scalar(select(Selection.id).order_by(Selection.id.desc()).limit(1))
-        elif s.get(Selection, selection_id) is None:
-            raise CurateError(f"no selection {selection_id}")
-        picked = set(s.scalars(select(SelectionItem.image_id)
-                               .where(SelectionItem.selection_id == selection_id))) \
-            if selection_id is not None else set()
-        scorer_row = None
-        if scorer is not None:
-            scorer_row = s.scalar(select(Scorer).where(Scorer.name == scorer))
-            if scorer_row is None:
-                raise CurateError(f"no scorer named {scorer!r}")
-        elif color == "score":
-            scorer_row = s.scalar(select(Scorer).order_by(Scorer.id.desc()).limit(1))
-            if scorer_row is None:
-                raise CurateError("--color score needs a fitted scorer; none in the index")
-        q = select(Score.image_id, Score.score, Score.flagged)
-        if scorer_row is not None:
-            q = q.where(Score.scorer_id == scorer_row.id)
-        flagged_ids, score_of = set(), {}
-        for iid, sc, fl in s.execute(q):
-            if fl:
-                flagged_ids.add(iid)
-            score_of[iid] = sc
-        if color == "label":
-            labels = image_labels(s)
-            colors = [labels.get(i) for i in id_list]
-        elif color == "batch":
-            names = dict(s.execute(select(Image.id, Batch.name).join(Batch, Image.batch_id == Batch.id)
-                                   .where(Image.id.in_(id_list))).all())
-            colors = [names.get(i) for i in id_list]
-        elif color == "selection":
-            colors = ["selected" if i in picked else "not selected" for i in id_list]
-        else:
-            colors = [None if i not in score_of else float(score_of[i]) for i in id_list]
+    if selection_id is None:
+        try:
+            selection_id = index.selection("latest").id
+        except CurateError:   # no selection yet: nothing is ringed
+            selection_id = None
+    else:
+        selection_id = index.selection(selection_id).id   # unknown id: one-line error
+    picked = set(index.selection_image_ids(selection_id)) if selection_id is not None else set()
+    scorer_row = None
+    if scorer is not None:
+        scorer_row = index.scorer(scorer)
+    elif color == "score":
+        try:
+            scorer_row = index.scorer(None)
+        except CurateError:
+            raise CurateError("--color score needs a fitted scorer; none in the index") from None
+    flagged_ids, score_of = set(), {}
+    for iid, sc, fl in index.image_scores(None if scorer_row is None else scorer_row.id):
+        if fl:
+            flagged_ids.add(iid)
+        score_of[iid] = sc
+    if color == "label":
+        labels = index.labels()
+        colors = [labels.get(i) for i in id_list]
+    elif color == "batch":
+        names = index.image_batches(id_list)
+        colors = [names.get(i) for i in id_list]
+    elif color == "selection":
+        colors = ["selected" if i in picked else "not selected" for i in id_list]
+    else:
+        colors = [None if i not in score_of else float(score_of[i]) for i in id_list]
     selected = np.isin(ids, np.fromiter(picked, np.int64, len(picked)))
     flagged = np.isin(ids, np.fromiter(flagged_ids, np.int64, len(flagged_ids)))
     if out is None:

@@ -31,7 +31,7 @@ def _decide(st, ids, X):
 
 def decide_on_ray(st, ids: np.ndarray, X: np.ndarray, address: str,
                   blocks: int | None = None) -> pd.DataFrame:
-    """``st.decide(ids, X)`` (a :class:`curate.scorer_store.StoredScorer`) computed in row
+    """``st.decide(ids, X)`` (a :class:`curate.novelty.stored.StoredScorer`) computed in row
     blocks on the Ray cluster at ``address``; the same frame as the local call.
 
     ``blocks``: number of row blocks (default: 2 per CPU slot, at least MIN_BLOCK rows each).

@@ -2,7 +2,7 @@
 
 The index edge of :mod:`curate.select.simulation`: it gathers the labelled, embedded
 images, splits them into a selectable pool and a held-out test part, runs
-:func:`~curate.select.simulation.simulate_curves`, stores one :class:`Simulation` row
+:func:`~curate.select.simulation.simulate_curves`, stores one simulation row
 (parameters, results, summary, versions, wall time) and optionally writes
 ``results.csv``, ``results.json``, ``summary.csv`` and ``accuracy_vs_budget.png``.
 
@@ -21,9 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from curate.db.lookup import unique_name
-from curate.db.models import Simulation
-from curate.embeddings import get_set, load_embeddings
+from curate.embeddings import load_embeddings
 from curate.errors import CurateError
 from curate.provenance import add_ids_hashes, utcnow, versions
 from curate.select.simulation import ROUNDS, check_budgets, paired_differences, simulate_curves
@@ -71,7 +69,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int = SPLIT_SEED) -> 
 
 
 def _check_args(strategies, budgets, seeds, probe, rounds, test_batch, test_fraction, batch):
-    from curate.select import SELECTORS
+    from curate.select.strategies import SELECTORS
     from curate.select.probe import PROBES
 
     strategies = [s.strip() for s in strategies if s.strip()]
@@ -102,7 +100,7 @@ def simulate(index, strategies: Sequence[str], budgets: Sequence[int], seeds: in
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Run the active-learning simulation on the index's labelled images and store it.
 
-    Uses the embedded ok images that have a label (``curate.data.image_labels``) in
+    Uses the embedded ok images that have a label (``index.labels()``) in
     ``embeddings`` (default: the latest set). Returns a :class:`SimulationResult`;
     ``results`` has one row per (strategy, budget, seed). Raises :class:`CurateError`
     (one line) for: no labelled images, fewer than 2 classes in the pool, a test part
@@ -113,13 +111,11 @@ def simulate(index, strategies: Sequence[str], budgets: Sequence[int], seeds: in
     t0 = time.perf_counter()
     strategies, budgets = _check_args(strategies, budgets, seeds, probe, rounds, test_batch,
                                       test_fraction, batch)
-    from curate.data import image_labels   # imports torch: after the argument checks
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise CurateError(f"--out must be a folder; {out} is a file")
-    with index.session() as s:
-        es = get_set(s, embeddings)
-        set_name, set_id = es.name, es.id
-        labels = image_labels(s)
+    es = index.embedding_set(embeddings)
+    set_name, set_id = es.name, es.id
+    labels = index.labels()
     ids, X = load_embeddings(index, set_name)
     labelled = np.isin(ids, np.fromiter(labels, np.int64, len(labels)))
     if not labelled.any():
@@ -172,15 +168,9 @@ def simulate(index, strategies: Sequence[str], budgets: Sequence[int], seeds: in
     stored_summary = {"paired": _records(summary), "baseline": BASELINE,
                       "selection_seconds": {k: float(v) for k, v in seconds.items()}}
     wall = time.perf_counter() - t0
-    with index.session() as s:
-        sim_name = unique_name(s, Simulation, name, f"simulate-{utcnow():%Y%m%d-%H%M%S}",
-                               "simulation")
-        row = Simulation(name=sim_name, embedding_set_id=set_id, params=params,
-                         results=_records(results), summary=stored_summary, versions=versions(),
-                         wall_seconds=wall)
-        s.add(row)
-        s.flush()
-        sim_id = row.id
+    sim_id, sim_name = index.add_simulation(
+        name, f"simulate-{utcnow():%Y%m%d-%H%M%S}", embedding_set_id=set_id, params=params,
+        results=_records(results), summary=stored_summary, versions=versions(), wall_seconds=wall)
     res = SimulationResult(sim_id, sim_name, set_name, params, results, summary, wall)
     if out is not None:
         res.files = write_outputs(res, out)
@@ -189,10 +179,7 @@ def simulate(index, strategies: Sequence[str], budgets: Sequence[int], seeds: in
 
 def _in_batch(index, ids: np.ndarray, batch: str) -> np.ndarray:
     """Mask of ``ids`` that are ok images of ``batch`` (one-line error for an unknown batch)."""
-    from curate.data import list_images
-
-    members = [r.id for r in list_images(index, batch)]
-    return np.isin(ids, np.asarray(members, dtype=np.int64))
+    return np.isin(ids, index.batch_image_ids(batch, status="ok"))
 
 
 def write_outputs(res: SimulationResult, out: Path | str) -> list[str]:

@@ -16,6 +16,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from curate.db.store.embeddings import EmbeddingQueries
+from curate.db.store.images import ImageQueries
+from curate.db.store.labels import LabelQueries
+from curate.db.store.labelstudio import LabelStudioQueries
+from curate.db.store.overview import OverviewQueries
+from curate.db.store.runs import RunQueries
+from curate.db.store.scorers import ScorerQueries
+from curate.db.store.selections import SelectionQueries
+from curate.db.store.simulations import SimulationQueries
 from curate.errors import CurateError, ServiceError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -42,8 +51,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class Index:
-    """A handle on an index database: an engine plus a session factory."""
+class Index(ImageQueries, LabelQueries, EmbeddingQueries, SelectionQueries, ScorerQueries,
+            RunQueries, SimulationQueries, LabelStudioQueries, OverviewQueries):
+    """A handle on an index database: an engine plus a session factory, and the store's
+    queries (:mod:`curate.db.store`) as methods."""
 
     def __init__(self, engine: Engine):
         self.engine = engine

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from _digits import ORDER, write_digits
-from curate.batch_shift import check_batch_shift
+from curate.novelty.batch_check import check_batch
 from curate.embed import embed
 from curate.ingest import ingest
-from curate.scorer_store import fit_scorer
-from curate.scoring import score_images
+from curate.novelty.stored import fit_scorer
+from curate.novelty.scoring import score_images
 from curate.workspace import init_workspace
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "ci-gate")
@@ -36,7 +36,7 @@ shifted = []
 for batch in ("incoming-same", "incoming-inverted"):
     ingest(index, [root / batch], batch=batch)
     embed(index, ws, encoder="pixels-pca", device="cpu")  # resumable: only the new images
-    check = check_batch_shift(index, batch, scorer.name, permutations=200)
+    check = check_batch(index, batch, scorer.name, permutations=200)
     r = check.result
     print(f"{batch}: {check.verdict} ({r['n_flagged']}/{r['n_batch']} flagged, "
           f"MMD p = {r['mmd']['p_value']:.3g}, BH-adjusted p = {r['bh']['adjusted_p']:.3g})")

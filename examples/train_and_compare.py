@@ -15,7 +15,7 @@ from _digits import ORDER, write_digits
 from curate.compare import compare
 from curate.embed import embed
 from curate.ingest import ingest
-from curate.scorer_tuning import tune_scorer
+from curate.novelty.tuning import tune_scorer
 from curate.trainers.run import train
 from curate.workspace import init_workspace
 

@@ -26,15 +26,14 @@ Each task lands in exactly one count: new, updated, unchanged, skipped or confli
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import select
-
-from curate.db.models import Image, Label, LabelStudioTask
+from curate.db.store.labels import LabelRow
 from curate.errors import CurateError, ServiceError
 from curate.integrations.labelstudio_client import base_url, find_project, service
 from curate.integrations.labelstudio_config import annotation_label, parse_config
@@ -136,15 +135,14 @@ def _winner(task: dict, info) -> tuple[str, str | None, dict] | None:
     return "skipped", None, max(anns, key=key)
 
 
-def _load_labels(session, image_ids: list[int]) -> dict[int, list[Label]]:
-    out: dict[int, list[Label]] = {}
-    for i in range(0, len(image_ids), 900):
-        for row in session.scalars(select(Label).where(Label.image_id.in_(image_ids[i:i + 900]))):
-            out.setdefault(row.image_id, []).append(row)
+def _by_image(rows: list[LabelRow]) -> dict[int, list[LabelRow]]:
+    out: dict[int, list[LabelRow]] = {}
+    for row in rows:
+        out.setdefault(row.image_id, []).append(row)
     return out
 
 
-def _restore(rows: list[Label]) -> None:
+def _restore(rows: list[LabelRow]) -> None:
     for r in rows:
         if r.source != SOURCE and r.status == "overridden":
             r.status = "labeled"
@@ -166,87 +164,90 @@ def pull_annotations(index, client, project: int | str, prefer: str = "existing"
     tasks = export_tasks(client, proj.id, timeout=timeout)
     report.tasks = len(tasks)
     pid = proj.id
-    with index.session() as s:
-        by_task = dict(s.execute(select(LabelStudioTask.task_id, LabelStudioTask.image_id)
-                                 .where(LabelStudioTask.project_id == pid)).all())
-        mapped: dict[int, dict] = {}
-        for t in tasks:
-            data = t.get("data") or {}
-            cid = data.get("curate_id")
-            image_id = int(cid) if isinstance(cid, (int, str)) and str(cid).isdigit() else by_task.get(t.get("id"))
-            if image_id is None:  # a task made from a file curate uploaded (upload/<p>/<hex>-curate<id>-...)
-                image_id = next((i for v in data.values() if (i := image_id_of(v)) is not None), None)
-            if image_id is None:
-                report.unmatched += 1
-                continue
-            old = mapped.get(image_id)
-            if old is None or (t.get("id") or 0) > (old.get("id") or 0):
-                mapped[image_id] = t  # a duplicate task of the same image: the newer task wins
-        ids = sorted(mapped)
-        known: set[int] = set()
-        for i in range(0, len(ids), 900):
-            known.update(s.scalars(select(Image.id).where(Image.id.in_(ids[i:i + 900]))))
-        report.unmatched += len(set(ids) - known)
-        ids = [i for i in ids if i in known]
-        rows = _load_labels(s, ids)
-        seen: set[int] = set()
-        for image_id in ids:
-            t = mapped[image_id]
-            report.annotations += len(t.get("annotations") or [])
-            won = _winner(t, info)
-            if won is None:
-                continue
-            seen.add(image_id)
-            status, label, a = won
-            mine = rows.get(image_id, [])
-            ls_row = next((r for r in mine if r.source == SOURCE), None)
-            others = [r for r in mine if r.source != SOURCE and r.label is not None
-                      and r.status in ("labeled", "overridden")]
-            meta = {"project_id": pid, "task_id": t.get("id"), "annotation_id": a.get("id"),
-                    "updated_at": a.get("updated_at"), "lead_time": a.get("lead_time")}
-            if a.get("was_cancelled"):
-                meta["reason"] = "cancelled"
-            elif status == "skipped":
-                meta["reason"] = "empty"
-            against = [r for r in others if r.label != label] if status == "labeled" else []
-            if against:
-                report.conflicts.append({
-                    "image_id": image_id, "task_id": t.get("id"), "label_studio": label,
-                    "existing": {r.source: r.label for r in against}, "kept": prefer})
-                meta["conflict"] = {r.source: r.label for r in against}
-                if prefer == "existing":
-                    status = "conflict"
-                    _restore(against)
-                else:
-                    for r in against:
-                        r.status = "overridden"
-                        r.meta = {**(r.meta or {}), "overridden_by": SOURCE}
-            _restore([r for r in others if r not in against or prefer == "existing"])
-            values = dict(label=label, status=status, annotator=_annotator(a),
-                          created_at=_time(a.get("updated_at") or a.get("created_at")) or utcnow())
-            if ls_row is None:
-                s.add(Label(image_id=image_id, source=SOURCE, meta=meta, **values))
-                outcome = "new"
-            elif (any(getattr(ls_row, k) != v for k, v in values.items())
-                  or (ls_row.meta or {}) != meta):
-                for k, v in values.items():
-                    setattr(ls_row, k, v)
-                ls_row.meta = meta
-                outcome = "updated"
+    by_task = {t: i for i, t in index.labelstudio_tasks(pid).items()}
+    mapped: dict[int, dict] = {}
+    for t in tasks:
+        data = t.get("data") or {}
+        cid = data.get("curate_id")
+        image_id = int(cid) if isinstance(cid, (int, str)) and str(cid).isdigit() else by_task.get(t.get("id"))
+        if image_id is None:  # a task made from a file curate uploaded (upload/<p>/<hex>-curate<id>-...)
+            image_id = next((i for v in data.values() if (i := image_id_of(v)) is not None), None)
+        if image_id is None:
+            report.unmatched += 1
+            continue
+        old = mapped.get(image_id)
+        if old is None or (t.get("id") or 0) > (old.get("id") or 0):
+            mapped[image_id] = t  # a duplicate task of the same image: the newer task wins
+    ids = sorted(mapped)
+    known = index.known_image_ids(ids)
+    report.unmatched += len(set(ids) - known)
+    ids = [i for i in ids if i in known]
+    # pulled before from this project: those left without any annotation become cancelled
+    stale = [r for r in index.label_rows(source=SOURCE, not_status="cancelled")
+             if (r.meta or {}).get("project_id") == pid]
+    loaded = index.label_rows(sorted(set(ids) | {r.image_id for r in stale}))
+    before = {r.id: dataclasses.replace(r, meta=dict(r.meta) if r.meta is not None else None)
+              for r in loaded}
+    rows = _by_image(loaded)
+    new: list[LabelRow] = []
+    seen: set[int] = set()
+    for image_id in ids:
+        t = mapped[image_id]
+        report.annotations += len(t.get("annotations") or [])
+        won = _winner(t, info)
+        if won is None:
+            continue
+        seen.add(image_id)
+        status, label, a = won
+        mine = rows.get(image_id, [])
+        ls_row = next((r for r in mine if r.source == SOURCE), None)
+        others = [r for r in mine if r.source != SOURCE and r.label is not None
+                  and r.status in ("labeled", "overridden")]
+        meta = {"project_id": pid, "task_id": t.get("id"), "annotation_id": a.get("id"),
+                "updated_at": a.get("updated_at"), "lead_time": a.get("lead_time")}
+        if a.get("was_cancelled"):
+            meta["reason"] = "cancelled"
+        elif status == "skipped":
+            meta["reason"] = "empty"
+        against = [r for r in others if r.label != label] if status == "labeled" else []
+        if against:
+            report.conflicts.append({
+                "image_id": image_id, "task_id": t.get("id"), "label_studio": label,
+                "existing": {r.source: r.label for r in against}, "kept": prefer})
+            meta["conflict"] = {r.source: r.label for r in against}
+            if prefer == "existing":
+                status = "conflict"
+                _restore(against)
             else:
-                outcome = "unchanged"
-            if status == "conflict":
-                outcome = "conflict"
-            elif status == "skipped":
-                outcome = "skipped"
-            if outcome != "conflict":
-                setattr(report, outcome, getattr(report, outcome) + 1)
-        # pulled before from this project, now without any annotation: cancelled
-        stale = s.scalars(select(Label).where(Label.source == SOURCE, Label.status != "cancelled"))
-        for r in stale:
-            if (r.meta or {}).get("project_id") == pid and r.image_id not in seen:
-                r.status, r.label = "cancelled", None
-                r.meta = {**(r.meta or {}), "cancelled_at": utcnow().isoformat()}
-                _restore(_load_labels(s, [r.image_id]).get(r.image_id, []))
-                report.cancelled += 1
+                for r in against:
+                    r.status = "overridden"
+                    r.meta = {**(r.meta or {}), "overridden_by": SOURCE}
+        _restore([r for r in others if r not in against or prefer == "existing"])
+        values = dict(label=label, status=status, annotator=_annotator(a),
+                      created_at=_time(a.get("updated_at") or a.get("created_at")) or utcnow())
+        if ls_row is None:
+            new.append(LabelRow(id=None, image_id=image_id, source=SOURCE, meta=meta, **values))
+            outcome = "new"
+        elif (any(getattr(ls_row, k) != v for k, v in values.items())
+              or (ls_row.meta or {}) != meta):
+            for k, v in values.items():
+                setattr(ls_row, k, v)
+            ls_row.meta = meta
+            outcome = "updated"
+        else:
+            outcome = "unchanged"
+        if status == "conflict":
+            outcome = "conflict"
+        elif status == "skipped":
+            outcome = "skipped"
+        if outcome != "conflict":
+            setattr(report, outcome, getattr(report, outcome) + 1)
+    for r in stale:
+        if r.image_id not in seen:
+            r = next(x for x in rows[r.image_id] if x.id == r.id)   # the row written back
+            r.status, r.label = "cancelled", None
+            r.meta = {**(r.meta or {}), "cancelled_at": utcnow().isoformat()}
+            _restore(rows[r.image_id])
+            report.cancelled += 1
+    index.write_labels(new, [r for r in loaded if r != before[r.id]])
     return report

@@ -27,11 +27,9 @@ from typing import Callable
 from urllib.parse import quote
 
 import httpx
-from sqlalchemy import func, select
 
-from curate.db.models import Image, Label, LabelStudioTask, Score, Scorer, SelectionItem
 from curate.errors import CurateError, ServiceError
-from curate.export import URI, drop_missing, labelstudio_task, resolve_selection
+from curate.export import URI, drop_missing, labelstudio_task
 from curate.integrations.labelstudio_client import base_url, find_project, service
 from curate.integrations.labelstudio_config import (ConfigInfo, classification_config,
                                                     missing_classes, parse_config)
@@ -142,13 +140,7 @@ def _ensure_storages(client, project_id: int, dirs: list[Path]) -> list[str]:
     return added
 
 
-def _index_classes(session) -> list[str]:
-    q = (select(Label.label).where(Label.status == "labeled", Label.label.is_not(None))
-         .distinct().order_by(Label.label))
-    return [c for c in session.scalars(q)]
-
-
-def _reconcile(session, client, project_id: int, report: PushReport,
+def _reconcile(index, client, project_id: int, report: PushReport,
                selection_id: int | None = None, selected: set[int] = frozenset()) -> None:
     """Repair our records of ``project_id`` from one listing of its tasks (by curate_id)."""
     url = base_url(client)
@@ -160,25 +152,21 @@ def _reconcile(session, client, project_id: int, report: PushReport,
             cid = (t.data or {}).get("curate_id")
             if isinstance(cid, (int, str)) and str(cid).isdigit():
                 server.setdefault(int(cid), t.id)
-    recs = {r.image_id: r for r in session.scalars(
-        select(LabelStudioTask).where(LabelStudioTask.project_id == project_id))}
-    for image_id, rec in list(recs.items()):
-        if rec.task_id not in task_ids:
+    recs = index.labelstudio_tasks(project_id)   # image id -> task id
+    retarget: dict[int, int] = {}
+    drop: list[int] = []
+    for image_id, task_id in recs.items():
+        if task_id not in task_ids:
             if image_id in server:
-                rec.task_id = server[image_id]
+                retarget[image_id] = server[image_id]
             else:
-                session.delete(rec)
-                del recs[image_id]
+                drop.append(image_id)
                 report.stale += 1
     missing = [i for i in server if i not in recs]
-    for ids in chunked(missing, 900):
-        known = set(session.scalars(select(Image.id).where(Image.id.in_(ids))))
-        for i in ids:
-            if i in known:
-                session.add(LabelStudioTask(project_id=project_id, task_id=server[i], image_id=i,
-                                            selection_id=selection_id if i in selected else None))
-                report.recovered += 1
-    session.commit()
+    known = index.known_image_ids(missing)
+    add = [(i, server[i], selection_id if i in selected else None) for i in missing if i in known]
+    report.recovered += len(add)
+    index.record_labelstudio_tasks(project_id, add=add, retarget=retarget, drop=drop)
 
 
 def _ensure_project(client, project, classes, explicit_classes: bool, label_config, report_warnings):
@@ -248,22 +236,13 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
         raise CurateError("chunk size must be between 1 and 5000 tasks")
     url = base_url(client)
     warnings: list[str] = []
-    with index.session() as s:
-        sel = resolve_selection(s, selection)
-        items = s.execute(select(SelectionItem.image_id, SelectionItem.rank, Image.path)
-                          .join(Image, Image.id == SelectionItem.image_id)
-                          .where(SelectionItem.selection_id == sel.id)
-                          .order_by(SelectionItem.rank)).all()
-        if not items:
-            raise CurateError(f"selection {sel.id} has no images")
-        explicit = bool(classes)
-        classes = list(classes) if classes else _index_classes(s)
-        scorer = None
-        if predictions:
-            scorer = s.scalars(select(Scorer).where(Scorer.name == predictions)).first()
-            if scorer is None:
-                names = ", ".join(s.scalars(select(Scorer.name))) or "none yet"
-                raise CurateError(f"unknown scorer {predictions!r} (known: {names})")
+    sel = index.selection(selection)
+    items = [(i, rank, p) for rank, i, p, _ in index.selection_rows(sel.id)]
+    if not items:
+        raise CurateError(f"selection {sel.id} has no images")
+    explicit = bool(classes)
+    classes = list(classes) if classes else index.label_classes()
+    scorer = index.scorer(predictions) if predictions else None
     items, gone = drop_missing(index, items, when="push")
     if gone:
         warnings.append(f"skipped {len(gone)} image(s) whose file is gone since ingest (now "
@@ -296,24 +275,19 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
                              "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root)}
         report.storages = _ensure_storages(client, pid, _storage_dirs(paths, root))
 
-    with index.session() as s:
-        n_rec = s.scalar(select(func.count()).select_from(LabelStudioTask)
-                         .where(LabelStudioTask.project_id == pid))
-        if not created and n_server != n_rec:
-            _reconcile(s, client, pid, report, sel.id, {i for i, _, _ in items})
-        done = set(s.scalars(select(LabelStudioTask.image_id).where(LabelStudioTask.project_id == pid)))
-        todo = [(i, r, p) for i, r, p in items if i not in done]
-        report.already_pushed = len(items) - len(todo)
-        uploads = existing_uploads(client, pid) if mode == "upload" and todo and not created else {}
-        scores: dict[int, float] = {}
-        existing: dict[int, str] = {}
-        if scorer is not None:
-            for ids in chunked([i for i, _, _ in todo], 900):
-                scores.update(s.execute(select(Score.image_id, Score.score)
-                                        .where(Score.scorer_id == scorer.id, Score.image_id.in_(ids))).all())
-                existing.update(s.execute(select(Label.image_id, Label.label).where(
-                    Label.image_id.in_(ids), Label.status == "labeled",
-                    Label.source != "label-studio")).all())
+    done = index.labelstudio_tasks(pid)   # image id -> task id
+    if not created and n_server != len(done):
+        _reconcile(index, client, pid, report, sel.id, {i for i, _, _ in items})
+        done = index.labelstudio_tasks(pid)
+    todo = [(i, r, p) for i, r, p in items if i not in done]
+    report.already_pushed = len(items) - len(todo)
+    uploads = existing_uploads(client, pid) if mode == "upload" and todo and not created else {}
+    scores: dict[int, float] = {}
+    existing: dict[int, str] = {}
+    if scorer is not None:
+        ids = [i for i, _, _ in todo]
+        scores = index.scores_of(scorer.id, ids)
+        existing = index.labels(ids, except_source="label-studio")   # the prediction's class
 
     for chunk in chunked(todo, chunk_size):
         if mode == "upload":
@@ -335,21 +309,19 @@ def push_selection(index, client, selection: int | str, project: int | str, *,
             raise ServiceError(f"{e}; {report.pushed} of {len(todo)} tasks were pushed and recorded "
                                "before that, rerun to push the rest") from None
         task_ids = (resp.model_extra or {}).get("task_ids") if resp is not None else None
-        with index.session() as s:
-            if task_ids and len(task_ids) == len(chunk):
-                # the server returns the ids of the tasks it created, in request order
-                # (label_studio data_import/api.py sync_import); pull maps by curate_id anyway
-                for (image_id, _, _), tid in zip(chunk, task_ids):
-                    s.add(LabelStudioTask(project_id=pid, task_id=int(tid), image_id=image_id,
-                                          selection_id=sel.id))
-            else:  # asynchronous import (Enterprise) or unexpected answer: map by curate_id
-                time.sleep(1.0)
-                before = report.recovered
-                _reconcile(s, client, pid, report, sel.id, {i for i, _, _ in items})
-                got, report.recovered = report.recovered - before, before
-                if got < len(chunk):
-                    warnings.append(f"the server did not return task ids; {got} of {len(chunk)} "
-                                    "tasks of a chunk recorded so far: rerun push to record the rest")
+        if task_ids and len(task_ids) == len(chunk):
+            # the server returns the ids of the tasks it created, in request order
+            # (label_studio data_import/api.py sync_import); pull maps by curate_id anyway
+            index.record_labelstudio_tasks(pid, add=[(image_id, int(tid), sel.id) for
+                                                     (image_id, _, _), tid in zip(chunk, task_ids)])
+        else:  # asynchronous import (Enterprise) or unexpected answer: map by curate_id
+            time.sleep(1.0)
+            before = report.recovered
+            _reconcile(index, client, pid, report, sel.id, {i for i, _, _ in items})
+            got, report.recovered = report.recovered - before, before
+            if got < len(chunk):
+                warnings.append(f"the server did not return task ids; {got} of {len(chunk)} "
+                                "tasks of a chunk recorded so far: rerun push to record the rest")
         report.pushed += len(chunk)
         report.chunks += 1
         report.predictions += sum(1 for t in tasks if "predictions" in t)

@@ -212,9 +212,9 @@ def test_sqlite_on_a_cluster_of_other_machines_is_refused():
 def test_ray_score_equals_local(ray_cluster, tmp_path, images, pg_url):
     """`curate score --ray`: row blocks scored on Ray give the local frame (knn: reference
     images leave-one-out, so the blocks must keep each row's own id)."""
-    from curate.scorer_store import fit_scorer, load_for_scorer, load_scorer
+    from curate.novelty.stored import fit_scorer, load_for_scorer, load_scorer
     from curate.score_ray import decide_on_ray
-    from curate.scoring import score_images
+    from curate.novelty.scoring import score_images
 
     ws, index = _workspace(tmp_path / "ws", images, db=pg_url)
     embed(index, ws, encoder="pixels-pca", image_size=8)

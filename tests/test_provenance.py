@@ -13,7 +13,7 @@ from curate.provenance import (IDS_HASH_VERSION, add_ids_hashes, ids_hash, ids_h
 IDS = [7, 3, 12, 1_000_000_000_000, 5]
 
 
-def old_short(ids):  # curate.scorer_store.ids_hash / curate.simulate._ids_hash before version 2
+def old_short(ids):  # the old curate.scorer_store.ids_hash / curate.simulate._ids_hash before version 2
     return hashlib.sha256(np.sort(np.asarray(ids, "<i8")).tobytes()).hexdigest()[:16]
 
 
@@ -76,7 +76,7 @@ def test_workspace_with_old_rows_opens_and_is_recognised(ws, tmp_path):
     from sqlalchemy import select
 
     from curate.db.models import EmbeddingSet, Model, Simulation, TrainingRun
-    from curate.scorer_tuning import run_split
+    from curate.novelty.tuning import run_split
     from curate.workspace import find_workspace
 
     train, hold = np.array([1, 2, 3, 5, 8, 13]), np.array([4, 9])

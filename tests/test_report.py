@@ -78,12 +78,12 @@ def decode_img(src: str) -> Image.Image:
 @pytest.fixture(scope="module")
 def digits_ws(tmp_path_factory):
     """A workspace with every kind of stored result; returns (ws, info)."""
-    from curate.batch_shift import check_batch_shift
     from curate.datasets import load_digits, write_pngs
     from curate.embed import embed
     from curate.ingest import ingest
-    from curate.scorer_store import fit_scorer
-    from curate.scoring import score_images
+    from curate.novelty.batch_check import check_batch
+    from curate.novelty.scoring import score_images
+    from curate.novelty.stored import fit_scorer
     from curate.select.selection import select_images
     from curate.simulate import simulate
     from curate.trainers.run import quick_demo_train
@@ -107,7 +107,7 @@ def digits_ws(tmp_path_factory):
     sel = select_images(index, 40, embeddings=rep.embedding_set, seed=0)
     fit = fit_scorer(index, ws, "knn", k=5, reference_batches=["round-1"], alpha=0.05)
     score_images(index, fit.name)
-    verdicts = {b: check_batch_shift(index, b, fit.name, permutations=200).verdict
+    verdicts = {b: check_batch(index, b, fit.name, permutations=200).verdict
                 for b in ("round-2", "odd")}
     sim = simulate(index, ["random", "kcenter"], [10, 20], seeds=2)
     index.close()
@@ -214,10 +214,10 @@ def test_report_on_both_backends_with_a_missing_file(ws, tmp_path):
     """The report's queries on SQLite and PostgreSQL; a picked file deleted since is named."""
     from helpers import write_class_images
 
-    from curate.batch_shift import check_batch_shift
     from curate.embed import embed
     from curate.ingest import ingest
-    from curate.scorer_store import fit_scorer
+    from curate.novelty.batch_check import check_batch
+    from curate.novelty.stored import fit_scorer
     from curate.select.selection import select_images
 
     write_class_images(tmp_path / "a", classes=3, per_class=30)
@@ -230,7 +230,7 @@ def test_report_on_both_backends_with_a_missing_file(ws, tmp_path):
         sel = select_images(index, 6, strategy="kcenter")
         fit = fit_scorer(index, ws, "mahalanobis", reference_batches=["a"], alpha=0.1,
                          calibration_fraction=0.2)
-        assert check_batch_shift(index, "b", fit.name, permutations=100).shifted
+        assert check_batch(index, "b", fit.name, permutations=100).shifted
         Path(sel.picks["path"].iloc[0]).unlink()
         res = build_report(index, ws, out=tmp_path / "r.html")
     finally:

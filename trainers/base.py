@@ -3,7 +3,11 @@
 A trainer subclasses :class:`TrainModule`, sets ``method`` and ``OPTIONS`` (its own
 hyper-parameters, which ``curate train`` turns into command-line options), builds its
 heads in ``__init__``, and implements ``train_views()`` (PIL -> list of views) and
-``training_step``. ``scoring_backbone()`` is the network whose output ``curate embed``
+``training_step``. Optional hooks, no-ops here: ``bind_data(dm)`` (check the data before
+the run is recorded: labels, class-sized heads), ``set_aux(source)`` (auxiliary images
+named by the ``aux`` option), ``export_extra()`` (heads saved with the encoder),
+``train_sampler(labels)``; ``RECOMMENDED`` holds the method's defaults of the common
+settings (:class:`curate.trainers.config.TrainConfig`). ``scoring_backbone()`` is the network whose output ``curate embed``
 uses (teacher for DINO, query encoder for MoCo, encoder for the autoencoder); it must
 be an architecture that :func:`curate.trainers.backbones.build_backbone` rebuilds.
 Register the class with ``@register`` (adds it to ``curate.trainers.TRAINERS``).
@@ -58,6 +62,7 @@ class TrainModule(L.LightningModule):
     lr_scaled = False  # lr = default_lr * batch_size / 256
     default_weight_decay = 1e-4
     needs_labels = False
+    RECOMMENDED: dict[str, Any] = {}  # TrainConfig defaults of this method (epochs, batch_size, ...)
     cpu_tuning = True  # CPU speed knobs in on_fit_start (False: off, for benchmarks)
 
     def __init__(self, backbone: str | None = None, image_size: int = 32, channels: int = 3,
@@ -127,6 +132,23 @@ class TrainModule(L.LightningModule):
         """A torch Sampler over the training items given their int labels, or None
         (shuffle). Metric trainers return e.g. a class-balanced sampler."""
         return None
+
+    def bind_data(self, dm) -> None:
+        """Check and take in the data module before the run is recorded (CurateError for
+        unusable data); metric trainers check labels and size their class heads."""
+
+    @property
+    def aux(self) -> str | None:
+        """The auxiliary images this run needs (a folder or batch name), or None."""
+        return self.opts.get("aux")
+
+    def set_aux(self, source) -> None:
+        """Receive the auxiliary images (``len`` and ``load(i) -> PIL``) named by :attr:`aux`."""
+
+    def export_extra(self) -> dict[str, Any]:
+        """What the exported encoder carries besides the backbone: ``{"file": {...},
+        "params": {...}}`` (heads in ``encoder.pt``, their description in the Model row)."""
+        return {}
 
     def configure_for_data(self, n_images: int, batch_size: int) -> dict[str, Any]:
         """Adapt to the data size before training; returns effective params to record."""

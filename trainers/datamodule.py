@@ -14,7 +14,7 @@ ids). With ``holdout_fraction > 0`` (``curate train`` default 0.1) a seeded rand
 share of the images is kept out of training altogether (:func:`holdout_split`): the
 encoder never sees them, so they are the in-distribution test set of the sensitivity
 score (thesis 003 §3.4, ``curate tune-scorer``); ``split_ids`` holds the trained and
-held-out image ids (written next to the run by :func:`curate.trainers.run.fit_run`).
+held-out image ids (written next to the run by :func:`curate.trainers.fit.fit_run`).
 With ``knn_holdout > 0`` a stratified split of the remaining labelled images is also
 kept out of training, for the k-NN monitor.
 
@@ -159,6 +159,9 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self.knn_reference, self.knn_holdout, self.eval_fn = knn_reference, knn_holdout, eval_fn
         self.sampler_fn, self.classes = sampler_fn, classes or []
+        # (source, view_fn, labels) -> Dataset instead of ViewDataset; set by a trainer's
+        # bind_data (siamese pairs, curate.trainers.methods.metric)
+        self.dataset_fn: Callable | None = None
         self.data_info = dict(data_info or {}, images=len(source))
         self.split_ids: dict[str, np.ndarray] | None = None  # set by from_index
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -240,7 +243,7 @@ class ImageDataModule(L.LightningDataModule):
     # ------------------------------------------------------------ pipelines
     def pipeline(self) -> str:
         """``batched-cache``, ``batched`` or ``per-image`` (module docstring)."""
-        if self.batch_views is None or getattr(self, "dataset_fn", None) is not None:
+        if self.batch_views is None or self.dataset_fn is not None:
             return "per-image"
         if isinstance(self.source, RecordSource) and self.cache_dir is None:
             return "batched"
@@ -312,8 +315,8 @@ class ImageDataModule(L.LightningDataModule):
 
             ds = ViewDataset(self.source, base_transform(self.view_fn.image_size), labels)
             collate = collate_base
-        else:  # hook: a trainer may set ``dataset_fn(source, view_fn, labels)`` (siamese pairs)
-            make = getattr(self, "dataset_fn", None) or ViewDataset
+        else:
+            make = self.dataset_fn or ViewDataset
             ds = make(self.source, self.view_fn, self.labels)
         sampler = self.sampler_fn(labels) if self.sampler_fn else None
         return torch.utils.data.DataLoader(

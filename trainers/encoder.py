@@ -50,8 +50,7 @@ def export_encoder(module, path: Path | str) -> dict[str, Any]:
             "channels": int(h.channels), "image_size": int(h.image_size),
             "dim": int(module.feature_dim)}
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    # hook (metric learning / classifier, curate.trainers.heads): heads in the file, params in the row
-    extra = module.export_extra() if hasattr(module, "export_extra") else {}
+    extra = module.export_extra()  # heads (curate.trainers.heads): in the file, params in the row
     atomic_torch_save({**meta, **extra.get("file", {}), "state_dict": state}, path)
     return {**{k: v for k, v in meta.items() if k != "format"}, **extra.get("params", {})}
 

@@ -40,7 +40,7 @@ def _shrinkage(value):
 
 
 @click.command("fit-scorer")
-@click.option("--scorer", "kind", required=True, metavar="NAME",
+@click.option("--kind", required=True, metavar="KIND",
               help=f"Scorer kind: {', '.join(SCORERS.names())}.")
 @click.option("--name", help="Name to store it under (default: KIND@EMBEDDING_SET).")
 @embeddings_option()
@@ -56,17 +56,19 @@ def _shrinkage(value):
 @click.option("--metric", help="centroid: l1, l2, minkowski or cosine.")
 @click.option("--p", type=click.FloatRange(min=0, min_open=True), help="centroid: Minkowski order.")
 @click.option("--shrinkage", help="mahalanobis*: ledoit-wolf, oas or a number in [0, 1].")
+@click.option("--C", "C", type=click.FloatRange(min=0, min_open=True),
+              help="softmax: inverse regularisation strength of the logistic regression.")
 @click.option("--index", "index_kind", help="knn/max-cosine: flat, ivf or hnsw.")
 @json_option()
 @pass_ctx
 def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fraction, alpha, seed,
-               k, tau, metric, p, shrinkage, index_kind, as_json) -> None:
+               k, tau, metric, p, shrinkage, C, index_kind, as_json) -> None:
     """Fit a novelty scorer on reference images and calibrate its flag at ALPHA."""
-    from curate.scorer_store import fit_scorer as run_fit
+    from curate.novelty.stored import fit_scorer as run_fit
     rep = run_fit(ctx.index, ctx.workspace, kind, name=name, embeddings=embeddings,
                   reference_batches=list(batches) or None,
                   calibration_fraction=calibration_fraction, alpha=alpha, seed=seed, k=k, tau=tau,
-                  metric=metric, p=p, shrinkage=_shrinkage(shrinkage), index=index_kind)
+                  metric=metric, p=p, shrinkage=_shrinkage(shrinkage), C=C, index=index_kind)
     if as_json:
         ctx.json(rep.as_dict())
         return
@@ -89,7 +91,7 @@ def fit_scorer(ctx: Context, kind, name, embeddings, batches, calibration_fracti
 @pass_ctx
 def score(ctx: Context, scorer, batch, embeddings, top, out, ray, as_json) -> None:
     """Score images (higher = more novel), store score, p-value and flag per image."""
-    from curate.scoring import score_images
+    from curate.novelty.scoring import score_images
     with _busy(ctx, as_json, "scoring" + (f" batch {batch}" if batch else "")):
         rep = score_images(ctx.index, scorer, batch=batch, embeddings=embeddings, ray=ray)
     if out:
@@ -120,10 +122,10 @@ def score(ctx: Context, scorer, batch, embeddings, top, out, ray, as_json) -> No
 def check_batch(ctx: Context, batch, scorer, alpha, permutations, max_ref, seed, fail_on_shift,
                 as_json) -> None:
     """Is BATCH shifted from the scorer's reference? Flag rate + MMD test, BH across batches."""
-    from curate.batch_shift import check_batch_shift
+    from curate.novelty.batch_check import check_batch as run_check
     with _busy(ctx, as_json, f"checking batch {batch} ({permutations} MMD permutations)"):
-        rep = check_batch_shift(ctx.index, batch, scorer, alpha=alpha, permutations=permutations,
-                                max_ref=max_ref, seed=seed)
+        rep = run_check(ctx.index, batch, scorer, alpha=alpha, permutations=permutations,
+                        max_ref=max_ref, seed=seed)
     r = rep.result
     if as_json:
         ctx.json(rep.as_dict())
@@ -156,7 +158,7 @@ def _split_candidates(values):
 @click.command("tune-scorer")
 @embeddings_option(multiple=True, help="Embedding set(s) of `curate train` runs (repeat to compare "
                                         "runs; default: the latest).")
-@click.option("--candidates", multiple=True, metavar="NAME[:p=v,...]",
+@click.option("--candidates", multiple=True, metavar="KIND[:p=v,...]",
               help="Settings of one scorer kind, space-separated or repeated, e.g. "
                    "'cosine-weighted:tau=0.02 cosine-weighted:tau=0.04'; a bare 'knn' or "
                    "'cosine-weighted' is its grid (default: cosine-weighted, tau 0.005-0.5).")
@@ -170,7 +172,7 @@ def _split_candidates(values):
 def tune_scorer(ctx: Context, embeddings, candidates, test_batches, n_sens, seed, as_json) -> None:
     """Pick a scorer's settings by the maximum sensitivity score (thesis 003): AUROC of
     never-seen images vs training images of the encoder left out of the reference."""
-    from curate.scorer_tuning import fit_command, tune_scorer as run_tune
+    from curate.novelty.tuning import fit_command, tune_scorer as run_tune
     rep = run_tune(ctx.index, list(embeddings) or None, _split_candidates(candidates),
                    list(test_batches) or None, n_sens=n_sens, seed=seed)
     if as_json:

@@ -1,4 +1,4 @@
-"""``curate select --budget N``: run a selection strategy (``curate.select.SELECTORS``)."""
+"""``curate select --budget N``: run a selection strategy (``curate.select.strategies.SELECTORS``)."""
 
 import click
 
@@ -7,7 +7,7 @@ from curate.cli.options import (batch_option, device_option, embeddings_option, 
                                 metric_option, out_option, scorer_option, seed_option, show_option)
 from curate.errors import CurateError
 from curate.export import write_selection
-from curate.select import DEFAULT_STRATEGY, SELECTORS
+from curate.select.strategies import DEFAULT_STRATEGY, SELECTORS
 
 
 @click.command("select")
@@ -31,13 +31,16 @@ def select(ctx: Context, budget, strategy, metric, embeddings, batch, out, seed,
            dry_run, exclude_novel, scorer, show, as_json) -> None:
     """Pick BUDGET images to label, seeded by labelled images and earlier picks."""
     from curate.select.selection import select_images
-    from curate.scoring import select_excluding_novel
     if scorer and not exclude_novel:
         raise CurateError("--scorer is used with --exclude-novel; add --exclude-novel")
-    kw = dict(strategy=strategy, metric=metric, embeddings=embeddings, batch=batch, seed=seed,
-              dry_run=dry_run, device=device, fp16=fp16)
-    res = (select_excluding_novel(ctx.index, budget, scorer, **kw) if exclude_novel
-           else select_images(ctx.index, budget, **kw))
+    flagged = None
+    if exclude_novel:
+        from curate.novelty.scoring import flagged_ids
+        flagged = flagged_ids(ctx.index, scorer, batch=batch)
+    res = select_images(ctx.index, budget, strategy=strategy, metric=metric, embeddings=embeddings,
+                        batch=batch, seed=seed, dry_run=dry_run, device=device, fp16=fp16,
+                        exclude_ids=flagged,
+                        extra_params=None if flagged is None else {"exclude_novel": flagged.params})
     if out:
         write_selection(res.picks, out)
     if as_json:

@@ -28,9 +28,11 @@ def _devices(value: str | None):
 
 def _common_params() -> list[click.Parameter]:
     from curate.trainers.backbones import backbone_names
+    from curate.trainers.config import field_default as d
     from curate.trainers.run import load_methods
 
     O = click.Option
+    per_method = " [default: {}, or the method's recommended value]".format
     return [
         O(["--method"], type=click.Choice(load_methods()), help="Training method."),
         O(["--resume"], metavar="RUN", help="Continue an interrupted run from its last checkpoint "
@@ -43,27 +45,31 @@ def _common_params() -> list[click.Parameter]:
           "name (DEFAULT, IMAGENET1K_V1; resnet18/50) or a local file."),
         O(["--image-size"], type=click.IntRange(8, 1024), help="Training size in px (default: median shorter side, 16-224)."),
         O(["--channels"], type=click.Choice(["1", "3"]), help="1 = grayscale, 3 = RGB (default: from the data)."),
-        O(["--epochs"], type=click.IntRange(min=1), default=100, show_default=True),
-        O(["--batch-size"], type=click.IntRange(min=1), default=256, show_default=True),
+        O(["--epochs"], type=click.IntRange(min=1), help="Training epochs." + per_method(d("epochs"))),
+        O(["--batch-size"], type=click.IntRange(min=1), help="Images per step." + per_method(d("batch_size"))),
         O(["--lr"], type=click.FloatRange(min=0, min_open=True), help="Learning rate (default: per method)."),
         O(["--weight-decay"], type=click.FloatRange(min=0), help="Weight decay (default: per method)."),
-        O(["--optimizer"], type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", show_default=True),
-        O(["--warmup-epochs"], type=click.FloatRange(min=0), default=0.0, show_default=True, help="Linear LR warm-up, then cosine."),
-        O(["--max-steps"], type=click.IntRange(min=-1), default=-1, help="Stop after this many optimizer steps."),
+        O(["--optimizer"], type=click.Choice(["adamw", "adam", "sgd"]), help="Optimizer." + per_method(d("optimizer"))),
+        O(["--warmup-epochs"], type=click.FloatRange(min=0),
+          help=f"Linear LR warm-up, then cosine. [default: {d('warmup_epochs')}]"),
+        O(["--max-steps"], type=click.IntRange(min=-1), help="Stop after this many optimizer steps."),
         O(["--max-minutes"], type=click.FloatRange(min=0, min_open=True), help="Stop after this many minutes (the run is still finished)."),
         O(["--devices"], default=None, help="Lightning devices: auto, a count or ids like 0,1."),
         O(["--num-nodes"], type=click.IntRange(min=1), help="Number of nodes (multi-node needs --name)."),
         O(["--strategy"], help="Lightning strategy, e.g. ddp (default: auto)."),
         O(["--accelerator"], help="auto, cpu, gpu (default: auto)."),
-        O(["--precision"], default="32-true", show_default=True, help="e.g. 32-true, 16-mixed, bf16-mixed."),
+        O(["--precision"], help=f"e.g. 32-true, 16-mixed, bf16-mixed. [default: {d('precision')}]"),
         seed_option.param(),
         O(["--workers"], type=click.IntRange(min=0), help="DataLoader workers per process (default: min(4, CPUs-1))."),
         O(["--knn-monitor"], is_flag=True, help="Report k-NN accuracy on a held-out labelled split each epoch."),
-        O(["--knn-holdout"], type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Held-out fraction for --knn-monitor."),
-        O(["--holdout-fraction"], type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+        O(["--knn-holdout"], type=click.FloatRange(0, 1, min_open=True, max_open=True),
+          help=f"Held-out fraction for --knn-monitor. [default: {d('knn_holdout')}]"),
+        O(["--holdout-fraction"], type=click.FloatRange(0, 1, max_open=True),
           help="Share of the images never trained on (seeded by --seed, ids stored with the "
-          "run): the in-distribution test set of `curate tune-scorer`. 0 = train on all."),
-        O(["--checkpoint-every"], type=click.IntRange(min=0), help="Checkpoint every N steps (default 100; 0 = epoch ends only)."),
+          "run): the in-distribution test set of `curate tune-scorer`. 0 = train on all. "
+          f"[default: {d('holdout_fraction')}]"),
+        O(["--checkpoint-every"], type=click.IntRange(min=0),
+          help=f"Checkpoint every N steps (0 = epoch ends only). [default: {d('checkpoint_every')}]"),
         O(["--no-progress"], is_flag=True, help="No progress bar."),
         O(["--no-compare"], is_flag=True, help="Skip the closing comparison with pixels-pca "
           "on the held-out images (10-NN / linear probe with labels, shift AUROC without)."),
@@ -117,11 +123,8 @@ class TrainCommand(click.Command):
 
 
 @pass_ctx
-def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_size, channels,
-         epochs, batch_size, lr, weight_decay, optimizer, warmup_epochs, max_steps, max_minutes,
-         devices, num_nodes, strategy, accelerator, precision, seed, workers, knn_monitor,
-         knn_holdout, holdout_fraction, checkpoint_every, no_progress, no_compare, verbose, as_json,
-         **options) -> None:
+def _run(ctx: Context, method, resume, name, channels, devices, workers, no_progress, no_compare,
+         verbose, as_json, **settings) -> None:
     """Train an encoder on the ingested images; the run is recorded and its backbone
     becomes a model for `curate embed --model NAME`.
 
@@ -131,30 +134,12 @@ def _run(ctx: Context, method, resume, name, batch, backbone, weights, image_siz
     from curate.cli.context import stage_progress, train_reporter
     from curate.trainers.run import train
 
-    if method and not resume:  # hook: a method's RECOMMENDED defaults (classifier: 5 epochs,
-        from click.core import ParameterSource  # batch 32, SGD) unless given on the command line
-        from curate.trainers import TRAINERS
-
-        src = click.get_current_context().get_parameter_source
-        rec = getattr(TRAINERS.get(method), "RECOMMENDED", {})
-        epochs = rec.get("epochs", epochs) if src("epochs") == ParameterSource.DEFAULT else epochs
-        batch_size = (rec.get("batch_size", batch_size) if src("batch_size") == ParameterSource.DEFAULT
-                      else batch_size)
-        optimizer = (rec.get("optimizer", optimizer) if src("optimizer") == ParameterSource.DEFAULT
-                     else optimizer)
     with stage_progress(ctx, quiet=no_progress or as_json) as cb:
-        run = train(ctx.index, ctx.workspace, method, resume=resume, name=name, batch=batch,
-                    backbone=backbone, weights=weights, image_size=image_size,
-                    channels=int(channels) if channels else None, epochs=epochs,
-                    batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-                    warmup_epochs=warmup_epochs, max_steps=max_steps, max_minutes=max_minutes,
-                    devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
-                    accelerator=accelerator, precision=precision, seed=seed, num_workers=workers,
-                    knn_monitor=knn_monitor, knn_holdout=knn_holdout, holdout_fraction=holdout_fraction,
-                    checkpoint_every=checkpoint_every, progress=False,
-                    on_progress=train_reporter(cb), verbose=verbose or ctx.verbose,
-                    compare=not no_compare,
-                    **{k: v for k, v in options.items() if v is not None})
+        run = train(ctx.index, ctx.workspace, method, resume=resume, name=name,
+                    channels=int(channels) if channels else None, devices=_devices(devices),
+                    num_workers=workers, progress=False, on_progress=train_reporter(cb),
+                    verbose=verbose or ctx.verbose, compare=not no_compare,
+                    **{k: v for k, v in settings.items() if v is not None})
     if run is None:  # a DDP worker process: rank 0 reports
         return
     from curate.cli.compare import render_training

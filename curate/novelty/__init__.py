@@ -8,11 +8,18 @@ Scorers (registry ``SCORERS``, one contract: ``fit(X_ref, y=None)`` -> self,
 - ``knn``, ``max-cosine``, ``cosine-weighted`` (cosine similarity, faiss)
 - ``centroid`` (l1 / l2 / minkowski / cosine to the nearest class centroid)
 - ``vmf`` (per-class von Mises-Fisher log-likelihood)
+- ``softmax`` (1 - max softmax probability of a logistic regression: the baseline)
+
+Class-conditional scorers (``CLASS_CONDITIONAL``) are fitted on labelled rows.
 
 Also: ``calibration.ConformalCalibrator`` (split-conformal threshold and p-values),
 ``shift`` (calibration-aware beta-binomial flag test, MMD permutation test,
 Benjamini-Hochberg, ``check_batch``),
 ``sensitivity`` (choosing scorer settings from in-distribution data only).
+
+Their index-facing edges sit beside them: ``stored`` (fit/store/load scorers),
+``scoring`` (score images, flagged ids), ``batch_check`` (``curate check-batch``),
+``tuning`` (``curate tune-scorer``).
 """
 
 from __future__ import annotations
@@ -24,14 +31,18 @@ from curate.novelty._base import NoveltyScorer, check_labels, l2_normalize
 from curate.novelty.centroid import CentroidScorer
 from curate.novelty.mahalanobis import ClassMahalanobisScorer, MahalanobisScorer
 from curate.novelty.neighbors import CosineWeightedScorer, KNNScorer, MaxCosineScorer
+from curate.novelty.softmax import SoftmaxScorer
 from curate.novelty.vmf import VMFScorer
 from curate.registry import Registry
 from curate.validation import check_matrix
 
 SCORERS: Registry[type[NoveltyScorer]] = Registry("scorer")
 for _cls in (MahalanobisScorer, ClassMahalanobisScorer, KNNScorer, MaxCosineScorer,
-             CosineWeightedScorer, CentroidScorer, VMFScorer):
+             CosineWeightedScorer, CentroidScorer, VMFScorer, SoftmaxScorer):
     SCORERS.register(_cls.name)(_cls)
+
+#: scorers fitted per class: they need labels of the reference rows
+CLASS_CONDITIONAL = ("mahalanobis-class", "centroid", "vmf", "softmax")
 
 
 def make_scorer(name: str, **params: Any) -> NoveltyScorer:
@@ -51,7 +62,8 @@ def scorer_from_state(state: dict[str, Any]) -> NoveltyScorer:
 
 
 __all__ = [
-    "SCORERS", "NoveltyScorer", "make_scorer", "scorer_from_state", "check_matrix",
+    "SCORERS", "CLASS_CONDITIONAL", "NoveltyScorer", "make_scorer", "scorer_from_state", "check_matrix",
     "check_labels", "l2_normalize", "MahalanobisScorer", "ClassMahalanobisScorer",
     "KNNScorer", "MaxCosineScorer", "CosineWeightedScorer", "CentroidScorer", "VMFScorer",
+    "SoftmaxScorer",
 ]

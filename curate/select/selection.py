@@ -9,20 +9,17 @@ novel items).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 
-from curate.data import image_batches, image_labels
-from curate.db.models import Image, Label, Selection, SelectionItem
-from curate.embeddings import get_set, load_embeddings
+from curate.embeddings import load_embeddings
 from curate.errors import CurateError
 from curate.export import drop_missing
-from curate.locks import db_lock
 from curate.provenance import versions
-from curate.select import DEFAULT_STRATEGY, SCORES, SELECTORS
+from curate.select.strategies import DEFAULT_STRATEGY, SCORES, SELECTORS
 from curate.validation import check_budget
 
 
@@ -45,17 +42,10 @@ class SelectionResult:
                 "missing": self.missing}
 
 
-def datapool_ids(session) -> set[int]:
-    """Images that are already centres: labelled ones and earlier picks."""
-    labelled = session.scalars(select(Label.image_id).where(Label.status == "labeled"))
-    picked = session.scalars(select(SelectionItem.image_id))
-    return set(labelled) | set(picked)
-
-
 def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: str = "cosine",
                   embeddings: str | None = None, batch: str | None = None,
                   seed: int | None = 0, dry_run: bool = False, device: str = "auto",
-                  fp16: bool = False, exclude_ids: set[int] | None = None,
+                  fp16: bool = False, exclude_ids: Collection[int] | None = None,
                   extra_params: dict | None = None) -> SelectionResult:
     """Pick ``budget`` images to label and (unless ``dry_run``) store the selection.
 
@@ -65,10 +55,9 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
     """
     fn = SELECTORS.get(strategy)
     budget = check_budget(budget)
-    with index.session() as s:
-        es = get_set(s, embeddings)
-        set_name, set_id = es.name, es.id
-        centres = datapool_ids(s)
+    es = index.embedding_set(embeddings)
+    set_name, set_id = es.name, es.id
+    centres = index.datapool_ids()
     ids, X = load_embeddings(index, set_name)
     if len(ids) == 0:
         raise CurateError(f"embedding set {set_name} holds no images; run `curate embed`")
@@ -84,8 +73,7 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
         ids, X = ids[keep], X[keep]
     seeds = np.flatnonzero(is_seed[keep])
     check_budget(budget, int(in_pool.sum()), "unlabelled, unselected images")
-    with index.session() as s:
-        labels = image_labels(s)
+    labels = index.labels()
     classes = sorted({labels[int(i)] for i in ids[seeds] if int(i) in labels})
     code = {c: k for k, c in enumerate(classes)}
     missing: list[str] = []
@@ -94,9 +82,7 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
         res = fn(X, budget, seeds, seed_labels, metric=metric, random_state=seed, device=device,
                  fp16=fp16)
         picked_ids = ids[res.indices]
-        with index.session() as s:
-            paths = dict(s.execute(select(Image.id, Image.path)
-                                   .where(Image.id.in_(picked_ids.tolist()))).all())
+        paths = index.image_path_map(picked_ids)
         _, gone = drop_missing(index, [(int(i), paths[i]) for i in picked_ids], when="select")
         if not gone:
             break
@@ -118,8 +104,7 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
                        "path": [paths[i] for i in picked_ids],
                        "score": np.where(np.isfinite(res.scores), res.scores, np.nan),
                        "label": [labels.get(int(i)) for i in picked_ids]})
-    with index.session() as s:
-        batches = image_batches(s, picked_ids.tolist())
+    batches = index.image_batches(picked_ids.tolist())
     df["batch"] = pd.Series([batches.get(int(i)) for i in picked_ids], dtype=object)
     info = dict(res.info)
     if "probe_classes" in info:
@@ -132,22 +117,13 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
               **(extra_params or {})}
     sel_id = None
     if not dry_run:
-        with index.session() as s:
-            db_lock(s, "select")  # one selection stored at a time per workspace (issue 11)
-            raced = datapool_ids(s).intersection(picked_ids.tolist())
-            if raced:
-                raise CurateError(f"{len(raced)} of these picks were selected or labelled by "
-                                  "another command while this one ran; nothing stored, rerun "
-                                  "`curate select`")
-            sel = Selection(strategy=strategy, params=params, embedding_set_id=set_id,
-                            budget=budget, versions=versions())
-            s.add(sel)
-            s.flush()
-            s.add_all(SelectionItem(selection_id=sel.id, image_id=int(r.image_id), rank=int(r.rank),
-                                    score=None if pd.isna(r.score) else float(r.score))
-                      for r in df.itertuples())
-            sel_id = sel.id
+        # one selection stored at a time per workspace (issue 11), refused if raced
+        sel_id = index.add_selection(
+            strategy=strategy, params=params, embedding_set_id=set_id, budget=budget,
+            versions=versions(),
+            items=[(int(r.image_id), int(r.rank), None if pd.isna(r.score) else float(r.score))
+                   for r in df.itertuples()])
     return SelectionResult(sel_id, set_name, strategy, params, df, missing)
 
 
-__all__ = ["select_images", "SelectionResult", "datapool_ids"]
+__all__ = ["select_images", "SelectionResult"]

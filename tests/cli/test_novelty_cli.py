@@ -40,11 +40,11 @@ def embedded(run, corpus, tmp_path):
 
 
 def test_fit_score_check_select(run, embedded, tmp_path):
-    fit = json.loads(run("fit-scorer", "--scorer", "knn", "--k", "5", "--reference-batch", "ref",
+    fit = json.loads(run("fit-scorer", "--kind", "knn", "--k", "5", "--reference-batch", "ref",
                          "--calibration-fraction", "0.25", "--alpha", "0.1", "--name", "k5",
                          "--json").stdout)
     assert fit["name"] == "k5" and fit["params"]["k"] == 5 and fit["calibration"]["n_cal"] == 20
-    r = run("fit-scorer", "--scorer", "mahalanobis", "--shrinkage", "0.1",
+    r = run("fit-scorer", "--kind", "mahalanobis", "--shrinkage", "0.1",
             "--reference-batch", "ref", "--calibration-fraction", "0.25", "--alpha", "0.1")
     assert "scorer mahalanobis@" in r.stdout and "shrinkage=0.1" in r.stdout
 
@@ -83,7 +83,7 @@ SQLITE_ONLY = pytest.mark.parametrize("db_url", [None], ids=["sqlite"])  # shado
 @SQLITE_ONLY
 def test_tune_scorer(run, embedded):
     # pixels-pca was never trained on these images: no seen/unseen split to score
-    # (the full path with a trained run is in tests/test_scorer_tuning.py)
+    # (the full path with a trained run is in tests/novelty/test_tuning.py)
     r = run("tune-scorer", "--candidates", "knn:k=1 knn:k=5", code=2)
     assert "was not trained on these images" in r.stderr and r.stderr.count("\n") == 1
     r = run("tune-scorer", "--candidates", "knn:k=1", "--candidates", "mahalanobis", code=2)
@@ -97,12 +97,12 @@ def test_errors_are_one_line(run, embedded):
         (["check-batch", "--batch", "new-in"], "no scorer yet"),
         (["select", "--budget", "3", "--exclude-novel"], "no scorer yet"),
         (["select", "--budget", "3", "--scorer", "x"], "--scorer is used with --exclude-novel"),
-        (["fit-scorer", "--scorer", "nope"], "unknown scorer 'nope'"),
-        (["fit-scorer", "--scorer", "knn", "--alpha", "1.5"], "1.5 is not in the range 0<x<1"),
-        (["fit-scorer", "--scorer", "knn", "--reference-batch", "ref"], "below 1/(n+1)=0.1111 for 8"),
-        (["fit-scorer", "--scorer", "knn", "--k", "200", "--alpha", "0.2"], "needs at least 201"),
-        (["fit-scorer", "--scorer", "centroid"], "needs labels"),
-        (["fit-scorer", "--scorer", "knn", "--tau", "0.1"], "bad parameters for scorer 'knn'"),
+        (["fit-scorer", "--kind", "nope"], "unknown scorer 'nope'"),
+        (["fit-scorer", "--kind", "knn", "--alpha", "1.5"], "1.5 is not in the range 0<x<1"),
+        (["fit-scorer", "--kind", "knn", "--reference-batch", "ref"], "below 1/(n+1)=0.1111 for 8"),
+        (["fit-scorer", "--kind", "knn", "--k", "200", "--alpha", "0.2"], "needs at least 201"),
+        (["fit-scorer", "--kind", "centroid"], "needs labels"),
+        (["fit-scorer", "--kind", "knn", "--tau", "0.1"], "bad parameters for scorer 'knn'"),
         (["tune-scorer", "--candidates", "nope"], "unknown scorer 'nope'"),
     ]
     for args, needle in cases:

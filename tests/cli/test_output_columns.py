@@ -60,7 +60,7 @@ def _read(path):
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
 def test_score_out_has_batch_and_label(run, truth, tmp_path, suffix):
-    run("fit-scorer", "--scorer", "knn", "--k", "3", "--reference-batch", "labelled", "--name", "k3",
+    run("fit-scorer", "--kind", "knn", "--k", "3", "--reference-batch", "labelled", "--name", "k3",
         "--calibration-fraction", "0.5", "--alpha", "0.1")
     out = tmp_path / f"scores{suffix}"
     r = run("score", "--scorer", "k3", "--top", "3", "--out", out)

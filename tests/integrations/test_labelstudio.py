@@ -220,10 +220,7 @@ def test_round_trip_with_real_commands(ls_env, ls_client, image_root, tmp_path, 
     assert {i: g.label for i, g in got.items()} == {i: truth[Path(paths[i])] for i in tasks}
     assert all(g.status == "labeled" and g.annotator == "admin@example.com" for g in got.values())
     # the next selection treats them as labelled centres and never picks them again
-    from curate.select.selection import datapool_ids
-
-    with index.session() as s:
-        assert set(tasks) <= datapool_ids(s)
+    assert set(tasks) <= index.datapool_ids()
     r = run_cli(["select", "--budget", "6", "--json"], ws)
     assert r.exit_code == 0, r.output
     second = json.loads(r.output)
@@ -431,7 +428,7 @@ def test_predictions_carry_novelty_scores(ls_client, image_root, tmp_path, proje
         s.add(sc)
         s.flush()
         s.add_all([Score(scorer_id=sc.id, image_id=i, score=0.1 * (k + 1)) for k, i in enumerate(ids[:2])])
-    with pytest.raises(CurateError, match="unknown scorer 'nope'"):
+    with pytest.raises(CurateError, match="no scorer named 'nope'; have: knn"):
         push_selection(index, ls_client, "latest", project_name, classes=list(COLORS),
                        image_url_mode="as-is", predictions="nope")
     rep = push_selection(index, ls_client, "latest", project_name, classes=list(COLORS),

@@ -18,7 +18,7 @@ def new(name, **kw):
 
 def test_registry_lists_all():
     assert set(NAMES) == {"mahalanobis", "mahalanobis-class", "knn", "max-cosine",
-                          "cosine-weighted", "centroid", "vmf"}
+                          "cosine-weighted", "centroid", "vmf", "softmax"}
     with pytest.raises(CurateError, match="choose one of"):
         make_scorer("nope")
     with pytest.raises(CurateError, match="bad parameters"):

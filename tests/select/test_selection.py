@@ -103,10 +103,10 @@ def test_nan_rows_are_refused(index, ws, image_folder):
                           path=str(ws.embeddings_dir / "nan-set"))
         s.add(es)
         s.flush()
-        X = np.ones((24, 4), np.float32) * np.arange(24)[:, None]
-        X[5, 2] = np.nan
-        ids = np.arange(1, 25)
-        append_shard(s, es, ids, X)
+    X = np.ones((24, 4), np.float32) * np.arange(24)[:, None]
+    X[5, 2] = np.nan
+    ids = np.arange(1, 25)
+    append_shard(index, es, ids, X)
     with pytest.raises(CurateError, match="NaN"):
         select_images(index, 3, embeddings="nan-set")
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from curate.db.models import Batch, Model
 from curate.errors import CurateError
-from curate.trainers.run import get_run, load_methods, quiet_lightning, train
+from curate.trainers.run import load_methods, quiet_lightning, train
 
 load_methods()
 quiet_lightning()
@@ -64,7 +64,7 @@ def test_crash_then_resume_continues_the_step_count(ws_index):
     with pytest.raises(RuntimeError, match="simulated"):
         train(index, ws, "moco", name="crash", epochs=2, checkpoint_every=2, queue_size=8,
               callbacks=[_CrashAt(5)], **FAST)
-    run = get_run(index, "crash")
+    run = index.training_run("crash")
     assert run.status == "failed" and _model(index, "crash") is None
     ckpt = torch.load(run.checkpoint_path, map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 4 and "moco_queue" in ckpt
@@ -101,7 +101,7 @@ def test_kill_9_mid_epoch_then_resume(ws_index, tmp_path):
     """))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    run = get_run(index, "killed")
+    run = index.training_run("killed")
     assert run.status == "running" and _model(index, "killed") is None
     assert not list(Path(run.checkpoint_path).parent.glob(".*tmp*"))
     rec = _Steps()
@@ -115,7 +115,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(ws_index):
     with pytest.raises(RuntimeError):
         train(index, ws, "simclr", name="corrupt", epochs=1, checkpoint_every=1,
               callbacks=[_CrashAt(2)], **FAST)
-    Path(get_run(index, "corrupt").checkpoint_path).write_bytes(b"\x80garbage")
+    Path(index.training_run("corrupt").checkpoint_path).write_bytes(b"\x80garbage")
     with pytest.raises(CurateError, match="unreadable") as e:
         train(index, ws, resume="corrupt")
     assert "\n" not in str(e.value)
@@ -208,7 +208,7 @@ def test_ddp_two_cpu_processes_share_the_moco_queue(ws_index, tmp_path):
     # 24 images / 2 ranks / batch 4 = 3 steps, 2 x 4 keys enqueued per step: 24 -> ptr 24 mod 16
     assert a["step"] == b["step"] == 3 and a["ptr"] == b["ptr"] == 8
     assert torch.equal(a["bank"], b["bank"]) and torch.equal(a["w"], b["w"])
-    run = get_run(index, "ddp")
+    run = index.training_run("ddp")
     assert run.status == "finished" and run.params["effective"]["world_size"] == 2
 
 

@@ -12,7 +12,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from curate.errors import CurateError
-from curate.trainers.run import get_run, load_methods, quiet_lightning, train
+from curate.trainers.run import load_methods, quiet_lightning, train
 
 load_methods()
 quiet_lightning()
@@ -43,7 +43,7 @@ def test_malicious_checkpoint_is_refused_without_running_code(ws_index, tmp_path
         train(index, ws, "simclr", name="evil", epochs=1, checkpoint_every=1,
               callbacks=[_Crash()], **FAST)
     marker = tmp_path / "pwned"
-    ckpt = Path(get_run(index, "evil").checkpoint_path)
+    ckpt = Path(index.training_run("evil").checkpoint_path)
     with open(ckpt, "wb") as f:
         pickle.dump({"state_dict": {}, "global_step": 1, "x": _Evil(marker)}, f)
     with pytest.raises(CurateError, match="unreadable"):
@@ -96,7 +96,7 @@ def test_resumed_run_records_total_wall_time(ws_index, tmp_path):
     """))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    first = get_run(index, "timed").wall_seconds
+    first = index.training_run("timed").wall_seconds
     assert first is not None and first >= 2.0  # recorded with the checkpoint at step 2
     run = train(index, ws, resume="timed")
     assert run.status == "finished" and run.wall_seconds > first

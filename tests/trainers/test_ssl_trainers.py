@@ -17,7 +17,7 @@ from curate.encoders import ENCODERS
 from curate.errors import CurateError
 from curate.trainers import TRAINERS
 from curate.trainers.datamodule import ArraySource, ImageDataModule, ViewDataset, collate_views
-from curate.trainers.dino import negative_loss
+from curate.trainers.methods.dino import negative_loss
 from curate.trainers.encoder import read_encoder_file
 from curate.trainers.run import load_methods, quiet_lightning, train
 from curate.workspace import init_workspace

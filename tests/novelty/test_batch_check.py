@@ -1,13 +1,13 @@
 """check-batch on real image files: verdicts, stored evidence, Benjamini-Hochberg family
-(curate.batch_shift), on SQLite and PostgreSQL."""
+(curate.novelty.batch_check), on SQLite and PostgreSQL."""
 
 import pytest
 from sqlalchemy import func, select
 
-from curate.batch_shift import check_batch_shift
 from curate.db.models import Batch, BatchCheck, Image
 from curate.errors import CurateError
-from curate.scorer_store import fit_scorer
+from curate.novelty.batch_check import check_batch
+from curate.novelty.stored import fit_scorer
 from novelty_images import ingest_and_embed, write_corpus
 
 PERM = 200
@@ -26,8 +26,8 @@ def fitted(index, ws, corpus):
 
 
 def test_novel_batch_shifted_in_distribution_batch_not(index, fitted):
-    ok = check_batch_shift(index, "new-in", permutations=PERM)
-    bad = check_batch_shift(index, "new-out", fitted, permutations=PERM)
+    ok = check_batch(index, "new-in", permutations=PERM)
+    bad = check_batch(index, "new-out", fitted, permutations=PERM)
     assert ok.verdict == "no shift" and not ok.shifted
     assert bad.verdict == "shifted" and bad.shifted
     r = bad.result
@@ -50,7 +50,7 @@ def test_novel_batch_shifted_in_distribution_batch_not(index, fitted):
         assert "numpy" in row.versions and row.result["mmd"]["statistic"] > 0
         assert len(row.result["most_novel"]) == 10
         from curate.provenance import matches_ids, same_ids
-        from curate.scorer_store import load_scorer
+        from curate.novelty.stored import load_scorer
 
         ids = [i for i, b in s.execute(select(Image.id, Batch.name).join(Batch)).all() if b == "new-out"]
         assert matches_ids(ids, row.params, "batch_ids_sha256") and row.params["ids_hash_version"] == 2
@@ -59,9 +59,9 @@ def test_novel_batch_shifted_in_distribution_batch_not(index, fitted):
 
 
 def test_recheck_replaces_the_batch_in_the_family(index, fitted):
-    check_batch_shift(index, "new-out", permutations=PERM)
-    check_batch_shift(index, "new-in", permutations=PERM)
-    again = check_batch_shift(index, "new-in", permutations=PERM, alpha=0.2)
+    check_batch(index, "new-out", permutations=PERM)
+    check_batch(index, "new-in", permutations=PERM)
+    again = check_batch(index, "new-in", permutations=PERM, alpha=0.2)
     assert again.result["bh"]["n_batches"] == 2 and again.params["alpha"] == 0.2
     assert again.result["flag_alpha"] == 0.2  # re-calibrated at the given alpha
     assert again.result["threshold_rank"] == 17  # floor(0.2 * 21) = 4 of 21 above it
@@ -85,7 +85,7 @@ def test_bad_checks_store_nothing(index, fitted):
         s.add(Batch(name="empty"))
     for kw, match in BAD:
         with pytest.raises(CurateError, match=match) as exc:
-            check_batch_shift(index, **kw)
+            check_batch(index, **kw)
         assert "\n" not in str(exc.value)
     with index.session() as s:
         assert s.scalar(select(func.count()).select_from(BatchCheck)) == 0
@@ -93,4 +93,4 @@ def test_bad_checks_store_nothing(index, fitted):
 
 def test_no_scorer_yet(index):
     with pytest.raises(CurateError, match="no scorer yet"):
-        check_batch_shift(index, "x")
+        check_batch(index, "x")

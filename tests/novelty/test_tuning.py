@@ -1,4 +1,4 @@
-"""tune-scorer end to end (curate.scorer_tuning + CLI): the sensitivity score as thesis 003
+"""tune-scorer end to end (curate.novelty.tuning + CLI): the sensitivity score as thesis 003
 defines it, on a trained run's never-seen holdout or a named batch; the maximise rule;
 one-line errors when the data cannot support a choice."""
 
@@ -11,7 +11,7 @@ from curate.cli import main
 from curate.embed import embed
 from curate.errors import CurateError
 from curate.ingest import ingest
-from curate.scorer_tuning import (DEFAULT_CANDIDATES, expand_candidates, fit_command,
+from curate.novelty.tuning import (DEFAULT_CANDIDATES, expand_candidates, fit_command,
                                   parse_candidate, run_split, tune_scorer)
 from novelty_images import write_batch
 
@@ -83,7 +83,7 @@ def test_tune_uses_the_runs_holdout_and_picks_the_maximum(trained):
                                                     for n in rep.notes)
     assert rep.labelled and all(r["knn_accuracy"] is not None for r in ok)
     assert fit_command(rep.chosen, rep.embedding_set).startswith(
-        f"curate fit-scorer --scorer knn --embeddings '{sets[0]}' --k ")
+        f"curate fit-scorer --kind knn --embeddings '{sets[0]}' --k ")
 
 
 def test_tune_on_a_named_batch_and_across_runs(trained):
@@ -116,7 +116,7 @@ def test_cli_prints_the_table_the_choice_and_the_command(trained):
     r = runner.invoke(main, base + ["--candidates", "knn:k=1 knn:k=5", "--candidates", "knn:k=10"])
     assert r.exit_code == 0, r.output
     assert "95% CI" in r.stdout and "chosen (maximum sensitivity): knn (k=" in r.stdout
-    assert f"fit it: curate fit-scorer --scorer knn --embeddings '{sets[0]}' --k" in r.stdout
+    assert f"fit it: curate fit-scorer --kind knn --embeddings '{sets[0]}' --k" in r.stdout
     assert "note: the best sensitivity" in r.stdout and r.stdout.count("* ") == 1
     js = json.loads(runner.invoke(main, base + ["--json"]).stdout)
     assert js["chosen"]["scorer"] == "cosine-weighted" and len(js["table"]) == 8

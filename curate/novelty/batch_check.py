@@ -1,7 +1,8 @@
-"""Is an incoming batch shifted from a stored scorer's reference? (``curate check-batch``)
+"""Batch check: is an incoming batch shifted from a stored scorer's reference?
+(``curate check-batch`` -> :func:`check_batch` -> the pure :func:`curate.novelty.shift.check_batch`
+-> a stored ``BatchCheck`` row -> :class:`BatchCheckReport`)
 
-Two tests on the batch's ok, embedded images, combined by Bonferroni
-(:func:`curate.novelty.shift.check_batch`):
+Two tests on the batch's ok, embedded images, combined by Bonferroni:
 
 1. flagged fraction: the batch's novelty scores against the scorer's conformal
    threshold at ``alpha`` (default: the scorer's alpha, re-calibrated from the stored
@@ -30,19 +31,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
-from curate.db.models import Batch, BatchCheck
 from curate.embeddings import load_embeddings
 from curate.errors import CurateError
-from curate.novelty.shift import benjamini_hochberg, check_batch
+from curate.novelty import shift
+from curate.novelty.stored import load_for_scorer, load_scorer
 from curate.provenance import add_ids_hashes, versions
-from curate.scorer_store import load_for_scorer, load_scorer
 from curate.validation import check_alpha, check_finite
 
 
 @dataclass
-class ShiftReport:
+class BatchCheckReport:
     check_id: int | None
     batch: str
     scorer: str
@@ -72,12 +71,12 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def check_batch_shift(index, batch: str, scorer: str | None = None, alpha: float | None = None,
-                      permutations: int = 1000, max_ref: int = 10_000, seed: int | None = 0,
-                      store: bool = True) -> ShiftReport:
+def check_batch(index, batch: str, scorer: str | None = None, alpha: float | None = None,
+                permutations: int = 1000, max_ref: int = 10_000, seed: int | None = 0,
+                store: bool = True) -> BatchCheckReport:
     """Check ``batch`` against a stored scorer (default the latest); store a BatchCheck.
 
-    Returns a ShiftReport: ``verdict`` plus ``result`` with the flagged fraction, the
+    Returns a BatchCheckReport: ``verdict`` plus ``result`` with the flagged fraction, the
     flag-count p-value (``flag_p``, with ``evidence``), MMD statistic/p-value/effect
     size, the combined per-batch p-value
     and the Benjamini-Hochberg family. Computed fully before the one write.
@@ -89,7 +88,9 @@ def check_batch_shift(index, batch: str, scorer: str | None = None, alpha: float
     if int(max_ref) < 2:
         raise CurateError(f"max_ref must be >= 2, got {max_ref}")
     ids, X = load_for_scorer(index, st, batch=batch)
-    dec = st.decide(ids, X, alpha)
+    batch_id = index.batch_ids(batch)[0]
+    cal = st.calibrator_at(alpha)
+    scores = st.scores(ids, X)  # flagged once, by the pure test against ``cal``
     rng = np.random.default_rng(seed)
     ref_ids = np.setdiff1d(st.reference_ids, ids)
     if len(ref_ids) > max_ref:
@@ -101,53 +102,31 @@ def check_batch_shift(index, batch: str, scorer: str | None = None, alpha: float
         raise CurateError(f"batch {batch!r} holds (almost) all of scorer {st.name}'s reference; "
                           "check a batch that was not used to fit it")
     check_finite(ref_ids, ref_X, f"embedding set {st.embedding_set} (reference)")
-    res = check_batch(ref_X, X, cal=st.calibrator.cal_scores_, batch_scores=dec["score"].to_numpy(),
-                      alpha=alpha, n_permutations=int(permutations), max_ref=None,
-                      random_state=seed)
-    top = dec.sort_values("score", ascending=False, kind="stable").head(10)
+    res = shift.check_batch(ref_X, X, cal=cal, batch_scores=scores, alpha=alpha,
+                            n_permutations=int(permutations), max_ref=None, random_state=seed)
+    top = np.argsort(-scores, kind="stable")[:10]
     res["per_batch_verdict"] = res.pop("verdict")
-    res["n_in_reference"] = int(dec["in_reference"].sum())
-    res["most_novel"] = [{"image_id": int(r.image_id), "score": float(r.score),
-                          "p_value": float(r.p_value)} for r in top.itertuples()]
+    res["n_in_reference"] = int(np.isin(ids, st.reference_ids).sum())
+    res["most_novel"] = [{"image_id": int(ids[i]), "score": float(scores[i]), "p_value": float(p)}
+                         for i, p in zip(top, cal.p_values(scores[top]))]
     params = {"scorer": st.name, "scorer_kind": st.kind, "embedding_set": st.embedding_set,
               "alpha": alpha, "scorer_alpha": st.alpha, "permutations": int(permutations),
               "max_ref": int(max_ref), "seed": seed, "n_ref_used": int(len(ref_ids))}
     add_ids_hashes(params, reference_ids_sha256=ref_ids, batch_ids_sha256=ids)
-    with index.session() as s:
-        b = s.scalar(select(Batch).where(Batch.name == batch))
-        family = _family(s, st.id, b.id)
-        names = [n for n, _ in family] + [batch]
-        pvals = np.array([p for _, p in family] + [res["combined_p"]])
-        rejected, adj = benjamini_hochberg(pvals, q=alpha)
-        res["bh"] = {"q": alpha, "adjusted_p": float(adj[-1]), "n_batches": len(pvals),
-                     "family": [{"batch": n, "p": float(p), "adjusted_p": float(a),
-                                 "rejected": bool(r)}
-                                for n, p, a, r in zip(names, pvals, adj, rejected)]}
-        verdict = "shifted" if rejected[-1] else "no shift"
-        res = _plain(res)
-        check_id = None
-        if store:
-            row = BatchCheck(batch_id=b.id, scorer_id=st.id, verdict=verdict, result=res,
-                             params=params, versions=versions())
-            s.add(row)
-            s.flush()
-            check_id = row.id
-    return ShiftReport(check_id, batch, st.name, verdict, res, params)
+    family = index.batch_check_family(st.id, batch_id)
+    names = [n for n, _ in family] + [batch]
+    pvals = np.array([p for _, p in family] + [res["combined_p"]])
+    rejected, adj = shift.benjamini_hochberg(pvals, q=alpha)
+    res["bh"] = {"q": alpha, "adjusted_p": float(adj[-1]), "n_batches": len(pvals),
+                 "family": [{"batch": n, "p": float(p), "adjusted_p": float(a), "rejected": bool(r)}
+                            for n, p, a, r in zip(names, pvals, adj, rejected)]}
+    verdict = "shifted" if rejected[-1] else "no shift"
+    res = _plain(res)
+    check_id = None
+    if store:
+        check_id = index.add_batch_check(batch_id=batch_id, scorer_id=st.id, verdict=verdict,
+                                         result=res, params=params, versions=versions())
+    return BatchCheckReport(check_id, batch, st.name, verdict, res, params)
 
 
-def _family(session, scorer_id: int, batch_id: int) -> list[tuple[str, float]]:
-    """(batch name, combined p) of the latest check of every other batch by this scorer."""
-    rows = session.execute(
-        select(Batch.name, BatchCheck.batch_id, BatchCheck.result)
-        .join(Batch, Batch.id == BatchCheck.batch_id)
-        .where(BatchCheck.scorer_id == scorer_id, BatchCheck.batch_id != batch_id)
-        .order_by(BatchCheck.id)).all()
-    latest: dict[int, tuple[str, float]] = {}
-    for name, bid, result in rows:
-        p = (result or {}).get("combined_p")
-        if p is not None:
-            latest[bid] = (name, float(p))
-    return list(latest.values())
-
-
-__all__ = ["check_batch_shift", "ShiftReport"]
+__all__ = ["check_batch", "BatchCheckReport"]

@@ -1,6 +1,6 @@
 """``ncl``: N-centroids loss with EMA centroids and optional vMF confidence (paper 001).
 
-See :mod:`curate.trainers.metric` for the shared metric-learning module and
+See :mod:`curate.trainers.methods.metric` for the shared metric-learning module and
 :mod:`curate.trainers.metric_losses` for the loss, centroid update and vMF terms. The
 learned centroids and concentrations are in each checkpoint (``checkpoint["ncl"]``,
 :meth:`NCL.vmf_params`).
@@ -19,7 +19,7 @@ from torch import nn
 from curate.errors import CurateError
 from curate.trainers.base import Option, register
 from curate.trainers.heads import linear_spec, pack
-from curate.trainers.metric import MetricModule, head_options
+from curate.trainers.methods.metric import MetricModule, head_options
 from curate.trainers.metric_losses import DISTANCES, ncl_alpha, ncl_loss, update_centroids, vmf_nll
 
 

@@ -6,8 +6,8 @@ cross-entropy, SGD with momentum (0.9). ``--mode fine-tune`` trains everything;
 ``--mode linear-probe`` ("feature extraction" in 000) freezes the backbone (also its
 BatchNorm statistics) and trains the head only -- meaningful with ``--weights`` (a
 pretrained or SSL-trained backbone); without, it probes random features (warned).
-Paper defaults: 5 epochs, batch 32 (``RECOMMENDED``; ``curate train`` uses them when
-the options are not given), lr 0.01.
+Paper defaults: 5 epochs, batch 32, SGD (``RECOMMENDED``; ``TrainConfig.build`` uses
+them when these settings are not given, from Python and the CLI alike), lr 0.01.
 
 ``curate embed --model RUN`` gives the penultimate (backbone) features, L2-normalised;
 the softmax confidence is a baseline score: :func:`predict_proba` (index images ->
@@ -30,7 +30,7 @@ from curate.errors import CurateError
 from curate.trainers.base import Option, TrainModule, register
 from curate.trainers.heads import linear_spec, pack
 from curate.trainers.base import make_optimizers
-from curate.trainers.metric import MetricModule, plain_views
+from curate.trainers.methods.metric import MetricModule, plain_views
 from curate.trainers.augment import single_mild_view
 
 
@@ -137,23 +137,15 @@ def predict_proba(index, ws, model: str, batch: str | None = None, batch_size: i
     Returns ``(image_ids int64[N], probs float32[N, K], classes)``; unreadable files are
     skipped. Works for classifier runs and NCL runs trained ``--with-ce``.
     """
-    from pathlib import Path
-
-    from sqlalchemy import select
-
     from curate.data import ImageDataset, collate_skip_missing, list_images
-    from curate.db.models import Model
+    from curate.encoders import ENCODERS
+    from curate.trainers import encoder as _registers_trained  # noqa: F401
     from curate.validation import resolve_device
-    from curate.encoders import ENCODERS, load_trained_encoders
 
-    load_trained_encoders()
-    with index.session() as s:
-        row = s.scalar(select(Model).where(Model.name == model))
-        if row is None:
-            raise CurateError(f"no model named {model!r} in the index (see `curate train`)")
-        if row.encoder != "trained" or not row.weights_path:
-            raise CurateError(f"model {model!r} is not a trained run")
-        weights = Path(row.weights_path)
+    row = index.model(model)
+    if row.encoder != "trained" or not row.weights_path:
+        raise CurateError(f"model {model!r} is not a trained run")
+    weights = row.weights_path
     enc = ENCODERS.get("trained")(weights=weights)
     if not hasattr(enc, "predict_proba"):
         raise CurateError(f"model {model!r} has no classifier head")

@@ -11,8 +11,8 @@ the row is added) with three extra arrays: ``curate_reference_ids`` (image ids i
 order), ``curate_calibration_ids`` and ``curate_cal_scores``; plus a ``Scorer`` row
 (kind, embedding set, parameters, threshold, alpha, calibration summary, versions).
 
-Class-conditional scorers (``mahalanobis-class``, ``centroid``, ``vmf``) use the
-index's labels (:func:`curate.data.image_labels`); their reference is the labelled
+Class-conditional scorers (:data:`curate.novelty.CLASS_CONDITIONAL`) use the
+index's labels (``index.labels()``); their reference is the labelled
 images, and a split never leaves a class with fewer rows than the scorer needs.
 """
 
@@ -25,36 +25,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from curate.data import image_labels
-from curate.db.lookup import named_or_latest, unique_name
-from curate.db.models import Batch, EmbeddingSet, Image, Scorer
-from curate.embeddings import get_set, load_embeddings, safe_name
+from curate.embeddings import load_embeddings, safe_name
 from curate.errors import CurateError
-from curate.novelty import NoveltyScorer, make_scorer, scorer_from_state
+from curate.novelty import CLASS_CONDITIONAL, NoveltyScorer, make_scorer, scorer_from_state
 from curate.novelty.calibration import ConformalCalibrator
 from curate.provenance import add_ids_hashes, versions
 from curate.validation import check_alpha, check_finite
 
-#: scorers fitted per class: they need labels from the index
-CLASS_CONDITIONAL = ("mahalanobis-class", "centroid", "vmf")
 _EXTRA = ("curate_reference_ids", "curate_calibration_ids", "curate_cal_scores")
-
-
-# ----------------------------------------------------------------------- helpers
-def batch_image_ids(session, batches) -> np.ndarray | None:
-    """Ids of the images in ``batches`` (None = no restriction); unknown names raise."""
-    if not batches:
-        return None
-    batches = list(dict.fromkeys(batches))
-    found = dict(session.execute(select(Batch.name, Batch.id).where(Batch.name.in_(batches))).all())
-    missing = [b for b in batches if b not in found]
-    if missing:
-        raise CurateError(f"no batch named {missing[0]!r}")
-    rows = session.scalars(select(Image.id).where(Image.batch_id.in_(list(found.values()))))
-    return np.fromiter(rows, np.int64)
 
 
 def split_calibration(n: int, fraction: float, seed: int | None, y=None,
@@ -106,7 +85,7 @@ class FitReport:
         return dict(self.__dict__)
 
 
-def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings: str | None = None,
+def fit_scorer(index, ws, kind: str, /, *, name: str | None = None, embeddings: str | None = None,
                reference_batches=None, calibration_fraction: float = 0.1, alpha: float = 0.05,
                seed: int | None = 0, **params: Any) -> FitReport:
     """Fit, calibrate and store a named scorer (see the module doc); returns a FitReport.
@@ -117,13 +96,12 @@ def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings
     alpha = check_alpha(alpha)
     params = {k: v for k, v in params.items() if v is not None}
     params.setdefault("random_state", seed)
-    est = make_scorer(scorer, **params)  # unknown kind / bad parameters fail here
-    with index.session() as s:
-        es = get_set(s, embeddings)
-        set_name, set_id = es.name, es.id
-        restrict = batch_image_ids(s, reference_batches)
-        labels = image_labels(s) if scorer in CLASS_CONDITIONAL else None
-        name = unique_name(s, Scorer, name, f"{scorer}@{set_name}", "scorer")
+    est = make_scorer(kind, **params)  # unknown kind / bad parameters fail here
+    es = index.embedding_set(embeddings)
+    set_name, set_id = es.name, es.id
+    restrict = index.batch_image_ids(reference_batches)
+    labels = index.labels() if kind in CLASS_CONDITIONAL else None
+    name = index.new_scorer_name(name, f"{kind}@{set_name}")
     ids, X = load_embeddings(index, set_name, image_ids=restrict)
     where = f"reference ({'batches ' + ', '.join(reference_batches) if reference_batches else 'all batches'})"
     if len(ids) == 0:
@@ -134,7 +112,7 @@ def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings
     if labels is not None:
         has = np.array([int(i) in labels for i in ids], bool)
         if not has.any():
-            raise CurateError(f"scorer {scorer} is class-conditional and needs labels, but none of "
+            raise CurateError(f"scorer {kind} is class-conditional and needs labels, but none of "
                               f"the {len(ids)} reference images has one (ingest with --labels, "
                               "or pull labels from Label Studio)")
         n_unlabelled = int((~has).sum())
@@ -166,27 +144,15 @@ def fit_scorer(index, ws, scorer: str, /, *, name: str | None = None, embeddings
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{safe_name(name)}.{os.getpid()}.tmp.npz"
     np.savez(tmp, **state)
-    final = None
     try:
-        with index.session() as s:
-            row = Scorer(name=name, kind=scorer, embedding_set_id=set_id, params=est.get_params(),
-                         threshold=float(calibrator.threshold_), alpha=alpha,
-                         calibration=calibration, versions=versions())
-            s.add(row)
-            s.flush()  # the id makes the file name unique
-            scorer_id = row.id
-            row.state_path = str(folder / f"{safe_name(name)}-{scorer_id}.npz")
-            os.replace(tmp, row.state_path)
-            final = row.state_path
-    except BaseException as exc:
-        if final is not None:
-            Path(final).unlink(missing_ok=True)
-        if isinstance(exc, IntegrityError):
-            raise CurateError(f"a scorer named {name!r} exists; pick another --name") from None
-        raise
+        scorer_id, final = index.add_scorer(
+            tmp_state=tmp, state_path=lambda i: folder / f"{safe_name(name)}-{i}.npz",
+            name=name, kind=kind, embedding_set_id=set_id, params=est.get_params(),
+            threshold=float(calibrator.threshold_), alpha=alpha, calibration=calibration,
+            versions=versions())
     finally:
         tmp.unlink(missing_ok=True)
-    return FitReport(scorer_id, name, scorer, set_name, est.get_params(),
+    return FitReport(scorer_id, name, kind, set_name, est.get_params(),
                      float(calibrator.threshold_), alpha, calibration, final)
 
 
@@ -227,30 +193,29 @@ class StoredScorer:
             out[loo] = self.estimator.score_reference(pos)
         return out
 
+    def calibrator_at(self, alpha: float | None = None) -> ConformalCalibrator:
+        """The stored calibrator, or one re-calibrated at ``alpha`` from the stored
+        calibration scores (O(n_cal log n_cal))."""
+        if alpha is None or alpha == self.alpha:
+            return self.calibrator
+        return ConformalCalibrator(check_alpha(alpha)).fit(self.calibrator.cal_scores_)
+
     def decide(self, ids, X, alpha: float | None = None) -> pd.DataFrame:
         """image_id, score, p_value, flagged (at ``alpha``, default the stored one), in_reference."""
-        cal = self.calibrator if alpha in (None, self.alpha) else \
-            ConformalCalibrator(check_alpha(alpha)).fit(self.calibrator.cal_scores_)
+        cal = self.calibrator_at(alpha)
         s = self.scores(ids, X)
         return pd.DataFrame({"image_id": np.asarray(ids, np.int64), "score": s,
                              "p_value": cal.p_values(s), "flagged": cal.predict(s),
                              "in_reference": np.isin(ids, self.reference_ids)})
 
 
-def get_scorer_row(session, name: str | None = None) -> Scorer:
-    """The named scorer row, or the latest one."""
-    return named_or_latest(session, Scorer, name, "scorer", "run `curate fit-scorer` first")
-
-
 def load_scorer(index, name: str | None = None) -> StoredScorer:
     """Load a stored scorer (by name, default the latest) with its state file."""
-    with index.session() as s:
-        row = get_scorer_row(s, name)
-        es = s.get(EmbeddingSet, row.embedding_set_id)
-        info = dict(id=row.id, name=row.name, kind=row.kind, embedding_set=es.name, dim=es.dim,
-                    params=dict(row.params or {}), alpha=float(row.alpha), threshold=row.threshold,
-                    calibration=dict(row.calibration or {}))
-        path = Path(row.state_path or "")
+    row, es = index.scorer_with_set(name)
+    info = dict(id=row.id, name=row.name, kind=row.kind, embedding_set=es.name, dim=es.dim,
+                params=dict(row.params or {}), alpha=float(row.alpha), threshold=row.threshold,
+                calibration=dict(row.calibration or {}))
+    path = Path(row.state_path or "")
     try:
         with np.load(path, allow_pickle=False) as z:
             state = {k: z[k] for k in z.files}
@@ -273,8 +238,7 @@ def load_for_scorer(index, st: StoredScorer, embeddings: str | None = None,
                     batch: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of ok images (of ``batch``) from the scorer's set; another set is refused."""
     if embeddings is not None and embeddings != st.embedding_set:
-        with index.session() as s:
-            dim = get_set(s, embeddings).dim
+        dim = index.embedding_set(embeddings).dim
         if dim != st.dim:
             raise CurateError(f"dimension mismatch: scorer {st.name} was fitted on set "
                               f"{st.embedding_set} ({st.dim}-d), set {embeddings} is {dim}-d")
@@ -288,5 +252,5 @@ def load_for_scorer(index, st: StoredScorer, embeddings: str | None = None,
     return ids, X
 
 
-__all__ = ["fit_scorer", "load_scorer", "load_for_scorer", "get_scorer_row", "FitReport",
-           "StoredScorer", "CLASS_CONDITIONAL", "split_calibration", "batch_image_ids"]
+__all__ = ["fit_scorer", "load_scorer", "load_for_scorer", "FitReport", "StoredScorer",
+           "split_calibration"]

@@ -27,14 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from curate.data import image_labels
-from curate.db.models import TrainingRun
-from curate.embeddings import get_set, load_embeddings
+from curate.embeddings import load_embeddings
 from curate.errors import CurateError
-from curate.novelty import SCORERS
+from curate.novelty import CLASS_CONDITIONAL, SCORERS
 from curate.novelty.sensitivity import check_one_kind, tune
 from curate.provenance import read_split
-from curate.scorer_store import CLASS_CONDITIONAL, batch_image_ids
 from curate.validation import check_finite
 
 TAUS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.3, 0.5)
@@ -87,18 +84,14 @@ def expand_candidates(candidates) -> list[dict[str, Any]]:
     return out
 
 
-def run_split(index, set_name: str) -> tuple[TrainingRun, np.ndarray, np.ndarray]:
+def run_split(index, set_name: str) -> tuple[Any, np.ndarray, np.ndarray]:
     """(run, trained image ids, held-out image ids) of the run that made embedding set
     ``set_name``; a one-line CurateError when there is none or its split file is gone
     or changed (hashes in ``run.data["holdout_split"]``)."""
-    with index.session() as s:
-        es = get_set(s, set_name)
-        model = es.model
-        run = s.get(TrainingRun, model.run_id) if model.run_id is not None else None
-        encoder = model.encoder if run is None else None
+    _, model, run = index.embedding_set_origin(set_name)
     if run is None:
         raise CurateError(
-            f"embedding set {set_name!r} comes from encoder {encoder!r}, which was not trained "
+            f"embedding set {set_name!r} comes from encoder {model.encoder!r}, which was not trained "
             "on these images: the sensitivity score needs images the encoder was trained on and "
             "images it never saw (thesis 003 §3.4); train one with `curate train` (it holds out "
             "--holdout-fraction 0.1) and `curate embed --model RUN`")
@@ -159,10 +152,9 @@ def tune_scorer(index, embeddings=None, candidates=None, test_batches=None,
     cands = expand_candidates(candidates)
     kind = check_one_kind(cands)
     names = [embeddings] if embeddings is None or isinstance(embeddings, str) else list(embeddings)
-    with index.session() as s:
-        sets = list(dict.fromkeys(get_set(s, n).name for n in names))
-        given = batch_image_ids(s, test_batches)
-        labels = image_labels(s)
+    sets = list(dict.fromkeys(index.embedding_set(n).name for n in names))
+    given = index.batch_image_ids(test_batches)
+    labels = index.labels()
     splits = [run_split(index, name) for name in sets]
     train = splits[0][1]
     for _, tr, _ in splits[1:]:
@@ -215,8 +207,8 @@ def tune_scorer(index, embeddings=None, candidates=None, test_batches=None,
 def fit_command(chosen: dict, embedding_set: str) -> str:
     """The ``curate fit-scorer`` line for a chosen candidate."""
     opts = {"k": "--k", "tau": "--tau", "metric": "--metric", "p": "--p",
-            "shrinkage": "--shrinkage", "index": "--index"}
-    parts = ["curate fit-scorer", f"--scorer {chosen['scorer']}",
+            "shrinkage": "--shrinkage", "index": "--index", "C": "--C"}
+    parts = ["curate fit-scorer", f"--kind {chosen['scorer']}",
              f"--embeddings '{chosen.get('embedding', embedding_set)}'"]
     parts += [f"{opts[k]} {v}" for k, v in chosen.items() if k in opts]
     return " ".join(parts)

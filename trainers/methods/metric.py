@@ -1,5 +1,5 @@
 """Metric-learning trainers (labels from the index): ``contrastive``, ``triplet``; the
-shared :class:`MetricModule` also serves ``ncl`` (:mod:`curate.trainers.ncl`).
+shared :class:`MetricModule` also serves ``ncl`` (:mod:`curate.trainers.methods.ncl`).
 
 All three embed with ``backbone -> EmbeddingHead`` (MLP to ``--embedding-dim``; 2-D
 works) and train on the labelled images only (``needs_labels``); labels are checked

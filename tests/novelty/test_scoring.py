@@ -1,5 +1,5 @@
 """Stored scorers end to end on real image files: fit, calibrate, score, exclude from
-selection (curate.scorer_store, curate.scoring), on SQLite and PostgreSQL."""
+selection (curate.novelty.stored, curate.novelty.scoring), on SQLite and PostgreSQL."""
 
 from pathlib import Path
 
@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from curate.db.models import Batch, EmbeddingSet, Image, Label, Model, Score, Scorer, Selection
 from curate.embeddings import append_shard
 from curate.errors import CurateError
-from curate.scorer_store import fit_scorer, load_scorer, split_calibration
-from curate.scoring import score_images, select_excluding_novel
+from curate.novelty.stored import fit_scorer, load_scorer, split_calibration
+from curate.novelty.scoring import flagged_ids, score_images
+from curate.select.selection import select_images
 from curate.workspace import init_workspace
 from novelty_images import ingest_and_embed, write_corpus
 
@@ -93,15 +94,19 @@ def test_mahalanobis_and_a_second_scorer_name(index, ws, embedded):
 def test_select_exclude_novel_never_picks_flagged(index, ws, embedded):
     fit_scorer(index, ws, "knn", k=5, **FIT)
     flagged = set(score_images(index, store=False).scores.query("flagged").image_id)
-    res = select_excluding_novel(index, 40, seed=1)
+    novel = flagged_ids(index)
+    res = select_images(index, 40, seed=1, exclude_ids=novel,
+                        extra_params={"exclude_novel": novel.params})
     assert not set(res.picks["image_id"]) & flagged and len(flagged) >= 30
     ex = res.params["exclude_novel"]
     assert ex["excluded"] == len(flagged) == res.params["excluded"] and ex["scorer"].startswith("knn")
+    assert novel == flagged and flagged_ids(index, batch="new-out") == flagged & set(
+        score_images(index, batch="new-out", store=False).scores.image_id)
     with index.session() as s:
         assert s.get(Selection, res.selection_id).params["exclude_novel"]["n_scored"] == 140
         assert s.scalar(select(func.count()).select_from(Score)) == 0  # pool scores not stored
     with pytest.raises(CurateError, match="larger than the pool"):
-        select_excluding_novel(index, 141 - len(flagged), dry_run=True)
+        select_images(index, 141 - len(flagged), dry_run=True, exclude_ids=novel)
 
 
 def test_class_conditional_scorers_use_index_labels(sqlite_ws, tmp_path):
@@ -147,6 +152,7 @@ def shared(corpus, tmp_path_factory):
     index = ws.open_index()
     ingest_and_embed(index, ws, corpus)
     name = fit_scorer(index, ws, "knn", k=5, **FIT).name
+    shards = []
     with index.session() as s:
         ids = np.array(s.scalars(select(Image.id).order_by(Image.id)).all())
         m = Model(name="manual", encoder="pixels-pca")
@@ -160,8 +166,10 @@ def shared(corpus, tmp_path_factory):
             X = np.random.default_rng(0).normal(size=(len(ids), dim)).astype(np.float32)
             if set_name == "nan-set":
                 X[3, 1] = np.inf
-            append_shard(s, es, ids, X)
+            shards.append((es, X))
         s.add(Batch(name="empty"))
+    for es, X in shards:   # the store appends in its own transaction, once the sets exist
+        append_shard(index, es, ids, X)
     yield ws, index, name
     index.close()
 
@@ -194,7 +202,7 @@ BAD = [
     ("param", lambda ws, ix, n: fit_scorer(ix, ws, "mahalanobis", k=3), "bad parameters for scorer"),
     ("no-labels", lambda ws, ix, n: fit_scorer(ix, ws, "mahalanobis-class"), "needs labels"),
     ("dup", lambda ws, ix, n: fit_scorer(ix, ws, "knn", name=n, k=5, **FIT), "exists"),
-    ("select", lambda ws, ix, n: select_excluding_novel(ix, 5, scorer="nope"), "no scorer named"),
+    ("flagged", lambda ws, ix, n: flagged_ids(ix, "nope"), "no scorer named"),
 ]
 
 
@@ -211,7 +219,7 @@ def test_bad_input_is_one_line_and_writes_nothing(shared, case, call, match):
 def test_no_scorer_yet(sqlite_ws):
     index = sqlite_ws.open_index()
     for call in (lambda: score_images(index), lambda: load_scorer(index),
-                 lambda: select_excluding_novel(index, 3)):
+                 lambda: flagged_ids(index)):
         with pytest.raises(CurateError, match="no scorer yet; run `curate fit-scorer`"):
             call()
     index.close()

@@ -1,0 +1,127 @@
+"""Stored novelty scorers, their scores and batch checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from curate.db.models import Batch, BatchCheck, EmbeddingSet, Model, Score, Scorer, TrainingRun
+from curate.db.store.lookup import named_or_latest, unique_name
+from curate.errors import CurateError
+
+#: rows per bulk upsert statement
+UPSERT_ROWS = 5000
+
+
+class ScorerQueries:
+    """Mixin of :class:`curate.db.index.Index`: scorers, scores and batch checks."""
+
+    # ------------------------------------------------------------------ scorers
+    def scorer(self, name: str | None = None) -> Scorer:
+        """The scorer named ``name``, or the newest for None; unknown: ``no scorer named 'x'``."""
+        with self.session() as s:
+            return named_or_latest(s, Scorer, name, "scorer", "run `curate fit-scorer` first")
+
+    def scorer_with_set(self, name: str | None = None) -> tuple[Scorer, EmbeddingSet]:
+        """(scorer row, its embedding set row) of :meth:`scorer`, read in one transaction."""
+        with self.session() as s:
+            row = named_or_latest(s, Scorer, name, "scorer", "run `curate fit-scorer` first")
+            return row, s.get(EmbeddingSet, row.embedding_set_id)
+
+    def new_scorer_name(self, wanted: str | None, default: str) -> str:
+        """``wanted`` if free (else ``a scorer named 'x' exists``), or the first free
+        ``default``, ``default-2``, ..."""
+        with self.session() as s:
+            return unique_name(s, Scorer, wanted, default, "scorer")
+
+    def add_scorer(self, *, tmp_state: Path, state_path: Callable[[int], Path],
+                   **fields: Any) -> tuple[int, str]:
+        """Insert a Scorer row (``fields``: name, kind, embedding_set_id, params, threshold,
+        alpha, calibration, versions) and move its state file ``tmp_state`` to
+        ``state_path(id)`` in the same transaction: the row and the file appear together.
+        Returns (scorer id, final state path). A taken name: a one-line CurateError."""
+        final = None
+        try:
+            with self.session() as s:
+                row = Scorer(**fields)
+                s.add(row)
+                s.flush()  # the id makes the file name unique
+                row.state_path = str(state_path(row.id))
+                os.replace(tmp_state, row.state_path)
+                final = row.state_path
+                scorer_id = row.id
+        except BaseException as exc:
+            if final is not None:
+                Path(final).unlink(missing_ok=True)
+            if isinstance(exc, IntegrityError):
+                raise CurateError(f"a scorer named {fields.get('name')!r} exists; "
+                                  "pick another --name") from None
+            raise
+        return scorer_id, final
+
+    # TODO(lead): move to db/store/runs.py (training runs belong to H4's store file)
+    def embedding_set_origin(self, name: str | None = None
+                             ) -> tuple[EmbeddingSet, Model, TrainingRun | None]:
+        """(embedding set, the model that made it, the training run that trained that
+        model or None for an untrained encoder), read in one transaction."""
+        with self.session() as s:
+            es = named_or_latest(s, EmbeddingSet, name, "embedding set", "run `curate embed` first")
+            model = s.get(Model, es.model_id)
+            run = s.get(TrainingRun, model.run_id) if model.run_id is not None else None
+            return es, model, run
+
+    # ------------------------------------------------------------------- scores
+    def upsert_scores(self, scorer_id: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace ``(scorer, image)`` score rows (dicts with image_id, score,
+        p_value, flagged, scored_at) in one transaction; a rerun replaces, never duplicates."""
+        rows = [dict(r, scorer_id=scorer_id) for r in rows]
+        with self.session() as s:
+            dialect = s.get_bind().dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                if dialect == "sqlite":
+                    from sqlalchemy.dialects.sqlite import insert
+                else:
+                    from sqlalchemy.dialects.postgresql import insert
+                stmt = insert(Score)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[Score.scorer_id, Score.image_id],
+                    set_={c: stmt.excluded[c] for c in ("score", "p_value", "flagged", "scored_at")})
+                for i in range(0, len(rows), UPSERT_ROWS):
+                    s.execute(stmt, rows[i : i + UPSERT_ROWS])
+                return
+            ids = [r["image_id"] for r in rows]
+            for i in range(0, len(ids), UPSERT_ROWS):
+                s.execute(delete(Score).where(Score.scorer_id == scorer_id,
+                                              Score.image_id.in_(ids[i : i + UPSERT_ROWS])))
+            s.add_all(Score(**r) for r in rows)
+
+    # ------------------------------------------------------------- batch checks
+    def batch_check_family(self, scorer_id: int, batch_id: int) -> list[tuple[str, float]]:
+        """(batch name, combined p) of the latest check of every *other* batch by this
+        scorer: the Benjamini-Hochberg family of a new check of ``batch_id``."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Batch.name, BatchCheck.batch_id, BatchCheck.result)
+                .join(Batch, Batch.id == BatchCheck.batch_id)
+                .where(BatchCheck.scorer_id == scorer_id, BatchCheck.batch_id != batch_id)
+                .order_by(BatchCheck.id)).all()
+        latest: dict[int, tuple[str, float]] = {}
+        for name, bid, result in rows:
+            p = (result or {}).get("combined_p")
+            if p is not None:
+                latest[bid] = (name, float(p))
+        return list(latest.values())
+
+    def add_batch_check(self, *, batch_id: int, scorer_id: int, verdict: str, result: dict,
+                        params: dict, versions: dict) -> int:
+        """Store a batch check; returns its id."""
+        with self.session() as s:
+            row = BatchCheck(batch_id=batch_id, scorer_id=scorer_id, verdict=verdict,
+                             result=result, params=params, versions=versions)
+            s.add(row)
+            s.flush()
+            return row.id
