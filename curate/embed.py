@@ -19,7 +19,8 @@ import torch
 from curate.data import ImageDataset, collate_skip_missing, list_images
 from curate.embeddings import (DTYPES, append_shard, drop_damaged_shards, relative_set_path,
                                safe_name, set_folder)
-from curate.encoders import ENCODERS, load_trained_encoders
+import curate.trainers.encoder  # noqa: F401  (registers the "trained" encoder)
+from curate.encoders import ENCODERS
 from curate.errors import CurateError
 from curate.locks import file_lock
 from curate.provenance import sha256_file, versions
@@ -140,7 +141,6 @@ def _plan(index, ws, encoder, weights, model, batch, image_size, device, dtype, 
         raise CurateError(f"--image-size {image_size} is out of range (8-1024)")
     if batch_size < 1 or shard_size < 1:
         raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
-    load_trained_encoders()
     dev = torch.device(resolve_device(device))
     row = _model_row(index, encoder, weights, model, image_size)
     records = list_images(index, batch=batch)

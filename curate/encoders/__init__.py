@@ -11,12 +11,3 @@ The ``trained`` encoder (a backbone from ``curate train``) is registered by
 from curate.encoders.base import ENCODERS, Encoder  # noqa: F401
 from curate.encoders import pixels_pca, torchvision_backbones  # noqa: F401  (registration)
 
-
-# TODO(lead): curate/embed.py is the last caller; there, `import curate.trainers.encoder`
-# (registers "trained") and delete this function (it is the encoders -> trainers cycle).
-def load_trained_encoders() -> None:
-    """Deprecated: import :mod:`curate.trainers.encoder`, which registers ``trained``."""
-    try:
-        import curate.trainers.encoder  # noqa: F401
-    except ImportError:
-        pass
