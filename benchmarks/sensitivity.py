@@ -84,7 +84,7 @@ def true_aurocs(index, set_name: str, train_ids, cands) -> dict[str, float]:
     _, x_out = load_embeddings(index, set_name, batch="ood")
     out = {}
     for c in cands:
-        sc = make_scorer(c["scorer"], **{k: v for k, v in c.items() if k != "scorer"}).fit(ref)
+        sc = make_scorer(c["kind"], **{k: v for k, v in c.items() if k != "kind"}).fit(ref)
         s = np.r_[sc.score_samples(x_in), sc.score_samples(x_out)]
         out[candidate_label(c)] = float(roc_auc_score(np.r_[np.zeros(len(x_in)), np.ones(len(x_out))], s))
     return out

@@ -105,26 +105,52 @@ class _Plan:
     loader_kw: dict
 
 
-def encode_records(enc, records, dev: torch.device, loader_kw: dict):
+def encode_records(enc, records, dev: torch.device, loader_kw: dict, proba: bool = False):
     """Yield ``(ids int64[b], Z float32[b, dim], missing_records, n)`` per loader batch of
     ``n`` of ``records``: images that load are encoded (fp16 autocast on CUDA); rows with a
     non-finite embedding are left out of ``ids``/``Z``; files that vanished or broke
-    since ingest are in ``missing_records``. The local and the Ray path both use this."""
+    since ingest are in ``missing_records``. The local and the Ray path both use this.
+    ``proba``: ``Z`` is the encoder's class probabilities (b, K) instead (a classifier head)."""
     loader = torch.utils.data.DataLoader(ImageDataset(records, enc.transform, enc.channels),
                                          collate_fn=collate_skip_missing, **loader_kw)
+    fn, width = (enc.predict_proba, len(enc.classes)) if proba else (enc.encode, enc.dim)
     for idx, x, missing in loader:
         n = len(idx) + len(missing)
         ids = np.empty(0, dtype=np.int64)
-        z = np.empty((0, enc.dim), dtype=np.float32)
+        z = np.empty((0, width), dtype=np.float32)
         if x is not None:
             x = x.to(dev, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
-                z = enc.encode(x)
+                z = fn(x)
             z = z.float().cpu().numpy()
             ok = np.isfinite(z).all(1)
             ids = np.array([records[i].id for i in idx.tolist()], dtype=np.int64)[ok]
             z = z[ok]
         yield ids, z, [records[i] for i in missing], n
+
+
+def predict_proba(index, ws, model: str, batch: str | None = None, batch_size: int = 128,
+                  device: str = "auto") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Class probabilities of the ok images (of ``batch``) under the trained ``model``.
+
+    Returns ``(image_ids int64[N], probs float32[N, K], classes)``; unreadable files are
+    skipped. Works for classifier runs and NCL runs trained ``--with-ce``; feed ``probs``
+    to :func:`curate.novelty.softmax.softmax_novelty` for the softmax baseline score.
+    """
+    row = index.model(model)
+    if row.encoder != "trained" or not row.weights_path:
+        raise CurateError(f"model {model!r} is not a trained run")
+    enc = ENCODERS.get("trained")(weights=row.weights_path)
+    if not hasattr(enc, "predict_proba"):
+        raise CurateError(f"model {model!r} has no classifier head")
+    dev = torch.device(resolve_device(device))
+    enc.to(dev)
+    out = list(encode_records(enc, list_images(index, batch=batch), dev,
+                              {"batch_size": batch_size}, proba=True))
+    ids = np.concatenate([o[0] for o in out]) if out else np.empty(0, np.int64)
+    if not len(ids):
+        raise CurateError("no readable images to classify")
+    return ids, np.concatenate([o[1] for o in out]), list(enc.classes)
 
 
 def mark_missing(index, records) -> None:

@@ -195,8 +195,8 @@ def tune_scorer(ctx: Context, embeddings, candidates, test_batches, n_sens, seed
                for t in rep.table])
     for note in rep.notes:
         ctx.console.print(f"note: {note}", markup=False)
-    chosen = ", ".join(f"{k}={v}" for k, v in rep.chosen.items() if k not in ("scorer", "embedding"))
-    ctx.console.print(f"chosen (maximum sensitivity): {rep.chosen['scorer']}" +
+    chosen = ", ".join(f"{k}={v}" for k, v in rep.chosen.items() if k not in ("kind", "embedding"))
+    ctx.console.print(f"chosen (maximum sensitivity): {rep.chosen['kind']}" +
                       (f" ({chosen})" if chosen else "") +
                       (f" on {rep.embedding_set}" if many else ""), markup=False)
     ctx.console.print(f"fit it: {fit_command(rep.chosen, rep.embedding_set)}", markup=False)

@@ -119,7 +119,7 @@ def _as_dict(X, name) -> dict[str, np.ndarray]:
 
 def check_one_kind(candidates: list[dict[str, Any]]) -> str:
     """The scorer kind shared by all candidates; a CurateError saying why otherwise."""
-    kinds = list(dict.fromkeys(str(c.get("scorer")) for c in candidates))
+    kinds = list(dict.fromkeys(str(c.get("kind")) for c in candidates))
     if len(kinds) > 1:
         raise CurateError(
             f"candidates mix scorer kinds ({', '.join(kinds)}): the sensitivity score ranks "
@@ -136,10 +136,10 @@ def tune(X_train, X_test_in, candidates: list[dict[str, Any]], *, y_train=None, 
 
     ``X_train`` (encoder's training images) / ``X_test_in`` (never seen): arrays, or
     mappings embedding name -> array with the *same rows* embedded differently.
-    ``candidates``: dicts ``{"scorer": kind, **params}`` of one kind, with an optional
+    ``candidates``: dicts ``{"kind": kind, **params}`` of one kind, with an optional
     ``"embedding"`` key (default: the first mapping entry). One sens/reference split
     (``n_sens`` rows, ``random_state``) serves every candidate.
-    Returns (chosen candidate, table, decision). Table rows: ``candidate``, ``scorer``,
+    Returns (chosen candidate, table, decision). Table rows: ``candidate``, ``kind``,
     ``params``, ``embedding``, ``sensitivity``, ``ci`` (DeLong, ``level``),
     ``diff_to_best``, ``diff_ci``, ``tied_with_best``, ``knn_accuracy`` (labels given),
     ``seconds``, ``error``, ``selected``. ``decision``: ``rule``, ``best``, ``decisive``
@@ -164,11 +164,11 @@ def tune(X_train, X_test_in, candidates: list[dict[str, Any]], *, y_train=None, 
     rows, scores = [], {}
     for i, cand in enumerate(candidates):
         cand = dict(cand)
-        name = cand.pop("scorer")
+        name = cand.pop("kind")
         emb = str(cand.pop("embedding", next(iter(tr))))
         if emb not in tr:
             raise CurateError(f"candidate {i}: unknown embedding {emb!r}; have {', '.join(tr)}")
-        row: dict[str, Any] = {"candidate": i, "scorer": name, "params": cand, "embedding": emb,
+        row: dict[str, Any] = {"candidate": i, "kind": name, "params": cand, "embedding": emb,
                                "sensitivity": None, "ci": None, "diff_to_best": None,
                                "diff_ci": None, "tied_with_best": False, "knn_accuracy": None,
                                "seconds": None, "error": None, "selected": False}
@@ -187,7 +187,7 @@ def tune(X_train, X_test_in, candidates: list[dict[str, Any]], *, y_train=None, 
         rows.append(row)
     decision = compare(rows, scores, level=level)
     best = rows[decision["best"]]
-    chosen = {"scorer": best["scorer"], **best["params"]}
+    chosen = {"kind": best["kind"], **best["params"]}
     if len(tr) > 1 or "embedding" in candidates[best["candidate"]]:
         chosen["embedding"] = best["embedding"]
     return chosen, rows, decision

@@ -55,10 +55,10 @@ def _value(text: str) -> Any:
 
 
 def parse_candidate(text: str) -> dict[str, Any]:
-    """``"knn:k=10,index=flat"`` -> ``{"scorer": "knn", "k": 10, "index": "flat"}``."""
+    """``"knn:k=10,index=flat"`` -> ``{"kind": "knn", "k": 10, "index": "flat"}``."""
     name, _, rest = str(text).strip().partition(":")
     SCORERS.get(name)  # unknown names fail with the list of choices
-    cand: dict[str, Any] = {"scorer": name}
+    cand: dict[str, Any] = {"kind": name}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, val = part.partition("=")
         if not eq or not key.strip():
@@ -68,8 +68,8 @@ def parse_candidate(text: str) -> dict[str, Any]:
 
 
 def candidate_label(cand: dict[str, Any]) -> str:
-    params = ",".join(f"{k}={v}" for k, v in cand.items() if k not in ("scorer", "embedding"))
-    return cand["scorer"] + (f":{params}" if params else "")
+    params = ",".join(f"{k}={v}" for k, v in cand.items() if k not in ("kind", "embedding"))
+    return cand["kind"] + (f":{params}" if params else "")
 
 
 def expand_candidates(candidates) -> list[dict[str, Any]]:
@@ -197,7 +197,7 @@ def tune_scorer(index, embeddings=None, candidates=None, test_batches=None,
                                    Xte if len(sets) > 1 else Xte[sets[0]], runs_cands,
                                    y_train=y_tr, y_test=y_te, n_sens=n_sens, random_state=seed)
     for row in table:
-        row["label"] = candidate_label({"scorer": row["scorer"], **row["params"]})
+        row["label"] = candidate_label({"kind": row["kind"], **row["params"]})
         row["embedding"] = row["embedding"] if len(sets) > 1 else sets[0]
     return TuneReport(sets, [r.name for r, _, _ in splits], source, chosen, table, decision,
                       len(train), len(test), n_sens, labelled, time.perf_counter() - t0,
@@ -208,7 +208,7 @@ def fit_command(chosen: dict, embedding_set: str) -> str:
     """The ``curate fit-scorer`` line for a chosen candidate."""
     opts = {"k": "--k", "tau": "--tau", "metric": "--metric", "p": "--p",
             "shrinkage": "--shrinkage", "index": "--index", "C": "--C"}
-    parts = ["curate fit-scorer", f"--kind {chosen['scorer']}",
+    parts = ["curate fit-scorer", f"--kind {chosen['kind']}",
              f"--embeddings '{chosen.get('embedding', embedding_set)}'"]
     parts += [f"{opts[k]} {v}" for k, v in chosen.items() if k in opts]
     return " ".join(parts)

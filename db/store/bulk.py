@@ -11,7 +11,7 @@ import json
 import random
 import sqlite3
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from sqlalchemy import any_, bindparam, cast, column, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY, JSON
@@ -24,6 +24,15 @@ CHUNK = 900
 RETRIES = 10
 _TRANSIENT = ("deadlock detected", "database is locked", "database table is locked",
               "could not serialize")
+
+
+def rows_in(s, q, col, ids: Sequence[int] | None = None) -> list:
+    """Rows of the select ``q`` in session ``s``; with ``ids``, only those where ``col``
+    is one of them (one query per :data:`CHUNK` ids), else every row."""
+    if ids is None:
+        return s.execute(q).all()
+    ids = [int(i) for i in ids]
+    return [r for k in range(0, len(ids), CHUNK) for r in s.execute(q.where(col.in_(ids[k:k + CHUNK])))]
 
 
 def write_error(index, e: Exception) -> CurateError:

@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 
 from curate.db.models import EmbeddingRow, EmbeddingSet, Image, Model
-from curate.db.store.bulk import insert_rows
+from curate.db.store.bulk import insert_rows, rows_in
 from curate.db.store.lookup import named_or_latest
 from curate.errors import CurateError
 from curate.locks import db_lock
@@ -164,3 +164,20 @@ class EmbeddingQueries:
                 s.execute(update(EmbeddingSet).where(EmbeddingSet.id == set_id)
                           .values(count=EmbeddingSet.count - n))
         return found
+
+    def embedding_set_by_id(self, set_id: int | None) -> EmbeddingSet | None:
+        """The embedding set with id ``set_id`` (None for None or a set that is gone)."""
+        if set_id is None:
+            return None
+        with self.session() as s:
+            return s.get(EmbeddingSet, set_id)
+
+    def embedding_rows_of(self, set_id: int, image_ids: Sequence[int]) -> np.ndarray:
+        """``int64[n, 3]`` of ``(image_id, shard, row)`` of set ``set_id`` for those of
+        ``image_ids`` it holds (any status), by image id; one query per 900 ids."""
+        q = select(EmbeddingRow.image_id, EmbeddingRow.shard, EmbeddingRow.row).where(
+            EmbeddingRow.set_id == set_id)
+        with self.session() as s:
+            rows = [tuple(r) for r in rows_in(s, q, EmbeddingRow.image_id, image_ids)]
+        out = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        return out[np.argsort(out[:, 0], kind="stable")]

@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 from sqlalchemy import null, select, update
 
-from curate.db.models import Batch, DuplicatePath, Image, SelectionItem
-from curate.db.store.bulk import CHUNK, insert_rows, one_of, retrying
+from curate.db.models import Batch, DuplicatePath, Image
+from curate.db.store.bulk import CHUNK, insert_rows, one_of, retrying, rows_in
 from curate.db.store.labels import store_labels
 from curate.errors import CurateError
 
@@ -84,13 +84,7 @@ class ImageQueries:
         limits the query (chunks of 900 ids), else every image."""
         q = select(Image.id, Batch.name).outerjoin(Batch, Batch.id == Image.batch_id)
         with self.session() as s:
-            if ids is None:
-                return dict(s.execute(q).all())
-            ids = [int(i) for i in ids]
-            out: dict[int, str | None] = {}
-            for k in range(0, len(ids), CHUNK):
-                out.update(s.execute(q.where(Image.id.in_(ids[k:k + CHUNK]))).all())
-            return out
+            return dict(rows_in(s, q, Image.id, ids))
 
     def mark_rejected(self, ids: Sequence[int], reason: str) -> None:
         """Set images ``ids`` to status ``rejected`` with ``reason`` (e.g. a file gone)."""
@@ -102,19 +96,19 @@ class ImageQueries:
 
     def known_image_ids(self, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that are images in the index (any status); 900 ids a query."""
-        ids = [int(i) for i in ids]
         with self.session() as s:
-            return {i for k in range(0, len(ids), CHUNK)
-                    for i in s.scalars(select(Image.id).where(Image.id.in_(ids[k:k + CHUNK])))}
+            return {i for i, in rows_in(s, select(Image.id), Image.id, ids)}
 
-    def selection_rows(self, selection_id: int) -> list[tuple[int, int, str, float | None]]:
-        """``(rank, image_id, path, score)`` of a selection's items, in rank order."""
-        # TODO(lead): move to db/store/selections.py (reads selection_items joined with images)
-        q = (select(SelectionItem.rank, SelectionItem.image_id, Image.path, SelectionItem.score)
-             .join(Image, Image.id == SelectionItem.image_id)
-             .where(SelectionItem.selection_id == selection_id).order_by(SelectionItem.rank))
+    def image_shapes(self, ids) -> list[tuple[str | None, int | None, int | None]]:
+        """``(mode, width, height)`` of the images ``ids`` (a few thousand at most)."""
         with self.session() as s:
-            return [tuple(r) for r in s.execute(q)]
+            return [tuple(r) for r in rows_in(s, select(Image.mode, Image.width, Image.height),
+                                              Image.id, ids)]
+
+    def image_path_map(self, ids: Sequence[int]) -> dict[int, str]:
+        """image id -> path for ``ids`` (one query per 900 ids)."""
+        with self.session() as s:
+            return dict(rows_in(s, select(Image.id, Image.path), Image.id, ids))
 
     # -- ingest's writes ---------------------------------------------------------------
 

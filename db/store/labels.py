@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from sqlalchemy import bindparam, select, update
 
 from curate.db.models import Image, Label, SelectionItem
-from curate.db.store.bulk import CHUNK, insert_rows, one_of
+from curate.db.store.bulk import insert_rows, one_of, rows_in
 
 #: a source's trust: the highest ranked label of an image wins
 PRECEDENCE = {"label-studio": 3, "manifest": 2, "folder": 1}
@@ -51,14 +51,8 @@ def select_labels(s, ids: Sequence[int] | None = None, among=None,
         q = q.where(Label.image_id.in_(among))
     if except_source is not None:
         q = q.where(Label.source != except_source)
-    if ids is None:
-        rows = s.execute(q).all()
-    else:
-        ids = [int(i) for i in ids]
-        rows = [r for k in range(0, len(ids), CHUNK)
-                for r in s.execute(q.where(Label.image_id.in_(ids[k:k + CHUNK])))]
     best: dict[int, tuple[int, str]] = {}
-    for iid, lab, src in rows:
+    for iid, lab, src in rows_in(s, q, Label.image_id, ids):
         rank = PRECEDENCE.get(src, 0)
         if iid not in best or rank > best[iid][0]:
             best[iid] = (rank, lab)
@@ -119,13 +113,7 @@ class LabelQueries:
         if not_status is not None:
             q = q.where(Label.status != not_status)
         with self.session() as s:
-            if ids is None:
-                rows = s.execute(q).all()
-            else:
-                ids = [int(i) for i in ids]
-                rows = [r for k in range(0, len(ids), CHUNK)
-                        for r in s.execute(q.where(Label.image_id.in_(ids[k:k + CHUNK])))]
-        return [LabelRow(*r) for r in rows]
+            return [LabelRow(*r) for r in rows_in(s, q, Label.image_id, ids)]
 
     def write_labels(self, new: Sequence[LabelRow] = (), changed: Sequence[LabelRow] = ()) -> None:
         """Insert ``new`` rows and rewrite ``changed`` ones (by id), in one transaction.

@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 
 from sqlalchemy import delete, insert, select, update
 
-from curate.db.models import LabelStudioTask, Score
+from curate.db.models import LabelStudioTask
 from curate.db.store.bulk import CHUNK
 
 
@@ -42,13 +42,3 @@ class LabelStudioQueries:
                     LabelStudioTask.image_id.in_(drop[k:k + CHUNK])))
             if add:
                 s.execute(insert(LabelStudioTask), add)
-
-    def scores_of(self, scorer_id: int, ids: Sequence[int]) -> dict[int, float]:
-        """image id -> novelty score stored by scorer ``scorer_id``, for images ``ids``
-        (those scored); one query per 900 ids."""
-        # TODO(lead): move to db/store/scorers.py (reads the scores table)
-        ids = [int(i) for i in ids]
-        with self.session() as s:
-            return {i: sc for k in range(0, len(ids), CHUNK)
-                    for i, sc in s.execute(select(Score.image_id, Score.score).where(
-                        Score.scorer_id == scorer_id, Score.image_id.in_(ids[k:k + CHUNK])))}

@@ -8,15 +8,12 @@ Cost at N images: O(N) rows scanned by the grouped counts, O(rows returned) othe
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 from sqlalchemy import func, select
 
-from curate.db.models import (Batch, BatchCheck, DuplicatePath, EmbeddingRow, EmbeddingSet, Image,
-                              Label, Model, Score, Scorer, Selection, SelectionItem, Simulation,
-                              TrainingRun)
-from curate.db.store.bulk import CHUNK
+from curate.db.models import (Batch, BatchCheck, DuplicatePath, EmbeddingSet, Image, Label, Model,
+                              Scorer, Selection, SelectionItem, Simulation, TrainingRun)
 
 
 class OverviewQueries:
@@ -75,17 +72,6 @@ class OverviewQueries:
         with self.session() as s:
             return dict(s.execute(select(Label.status, func.count()).group_by(Label.status)).all())
 
-    # TODO(lead): move to images.py (a lookup of images, not a summary)
-    def image_path_map(self, ids: Sequence[int]) -> dict[int, str]:
-        """image id -> path for ``ids`` (one query per 900 ids)."""
-        ids = [int(i) for i in ids]
-        out: dict[int, str] = {}
-        with self.session() as s:
-            for k in range(0, len(ids), CHUNK):
-                out.update(s.execute(select(Image.id, Image.path)
-                                     .where(Image.id.in_(ids[k:k + CHUNK]))).all())
-        return out
-
     # ------------------------------------------------------ embeddings, models, runs
     def embedding_set_table(self) -> list[tuple]:
         """``(id, set, model, encoder, dim, dtype, images, created)`` per embedding set, by id."""
@@ -95,28 +81,6 @@ class OverviewQueries:
                        EmbeddingSet.dim, EmbeddingSet.dtype, EmbeddingSet.count,
                        EmbeddingSet.created_at)
                 .join(Model, Model.id == EmbeddingSet.model_id).order_by(EmbeddingSet.id))]
-
-    # TODO(lead): move to embeddings.py (a lookup of one embedding set)
-    def embedding_set_by_id(self, set_id: int | None) -> EmbeddingSet | None:
-        """The embedding set with id ``set_id`` (None for None or a set that is gone)."""
-        if set_id is None:
-            return None
-        with self.session() as s:
-            return s.get(EmbeddingSet, set_id)
-
-    # TODO(lead): move to embeddings.py (rows of an embedding set; ``embedding_rows`` reads
-    # the whole set's map, this only the rows of a few images)
-    def embedding_rows_of(self, set_id: int, image_ids: Sequence[int]) -> np.ndarray:
-        """``int64[n, 3]`` of ``(image_id, shard, row)`` of set ``set_id`` for those of
-        ``image_ids`` it holds (any status), by image id; one query per 900 ids."""
-        ids = [int(i) for i in image_ids]
-        q = select(EmbeddingRow.image_id, EmbeddingRow.shard, EmbeddingRow.row).where(
-            EmbeddingRow.set_id == set_id)
-        with self.session() as s:
-            rows = [tuple(r) for k in range(0, len(ids), CHUNK)
-                    for r in s.execute(q.where(EmbeddingRow.image_id.in_(ids[k:k + CHUNK])))]
-        out = np.array(rows, dtype=np.int64).reshape(-1, 3)
-        return out[np.argsort(out[:, 0], kind="stable")]
 
     def model_table(self) -> list[tuple]:
         """``(id, model, encoder, run name, weights path, created)`` per model, by id."""
@@ -150,19 +114,6 @@ class OverviewQueries:
         """Whether the index holds any stored scorer."""
         with self.session() as s:
             return s.scalar(select(Scorer.id).limit(1)) is not None
-
-    # TODO(lead): move to scorers.py (stored scores of a scorer)
-    def stored_scores(self, scorer_id: int, batch_ids: Sequence[int] | None = None
-                      ) -> list[tuple[int, float, float | None, bool]]:
-        """``(image_id, score, p_value, flagged)`` stored by scorer ``scorer_id`` for the
-        images now ``ok`` (of batches ``batch_ids`` if given); O(scored images)."""
-        q = (select(Score.image_id, Score.score, Score.p_value, Score.flagged)
-             .join(Image, Image.id == Score.image_id)
-             .where(Score.scorer_id == scorer_id, Image.status == "ok"))
-        if batch_ids is not None:
-            q = q.where(Image.batch_id.in_(list(batch_ids)))
-        with self.session() as s:
-            return [tuple(r) for r in s.execute(q)]
 
     def batch_check_rows(self, batch_id: int | None = None, limit: int | None = None
                          ) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from curate.db.models import Image, Model, TrainingRun
+from curate.db.models import EmbeddingSet, Model, TrainingRun
 from curate.db.store.lookup import named_or_latest
 from curate.errors import CurateError
 from curate.provenance import utcnow
@@ -101,13 +101,12 @@ class RunQueries:
             raise CurateError("no finished run with a model to compare")
         return run, model
 
-    # TODO(lead): move to images.py (image table)
-    def image_shapes(self, ids) -> list[tuple[str | None, int | None, int | None]]:
-        """``(mode, width, height)`` of the images ``ids`` (a few thousand at most)."""
-        ids = [int(i) for i in ids]
-        out: list = []
+    def embedding_set_origin(self, name: str | None = None
+                             ) -> tuple[EmbeddingSet, Model, TrainingRun | None]:
+        """(embedding set, the model that made it, the training run that trained that
+        model or None for an untrained encoder), read in one transaction."""
         with self.session() as s:
-            for k in range(0, len(ids), 900):
-                out += s.execute(select(Image.mode, Image.width, Image.height)
-                                 .where(Image.id.in_(ids[k:k + 900]))).all()
-        return [tuple(r) for r in out]
+            es = named_or_latest(s, EmbeddingSet, name, "embedding set", "run `curate embed` first")
+            model = s.get(Model, es.model_id)
+            run = s.get(TrainingRun, model.run_id) if model.run_id is not None else None
+            return es, model, run

@@ -9,7 +9,8 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from curate.db.models import Batch, BatchCheck, EmbeddingSet, Model, Score, Scorer, TrainingRun
+from curate.db.models import Batch, BatchCheck, EmbeddingSet, Image, Score, Scorer
+from curate.db.store.bulk import rows_in
 from curate.db.store.lookup import named_or_latest, unique_name
 from curate.errors import CurateError
 
@@ -63,17 +64,6 @@ class ScorerQueries:
             raise
         return scorer_id, final
 
-    # TODO(lead): move to db/store/runs.py (training runs belong to H4's store file)
-    def embedding_set_origin(self, name: str | None = None
-                             ) -> tuple[EmbeddingSet, Model, TrainingRun | None]:
-        """(embedding set, the model that made it, the training run that trained that
-        model or None for an untrained encoder), read in one transaction."""
-        with self.session() as s:
-            es = named_or_latest(s, EmbeddingSet, name, "embedding set", "run `curate embed` first")
-            model = s.get(Model, es.model_id)
-            run = s.get(TrainingRun, model.run_id) if model.run_id is not None else None
-            return es, model, run
-
     # ------------------------------------------------------------------- scores
     def upsert_scores(self, scorer_id: int, rows: Sequence[dict[str, Any]]) -> None:
         """Insert or replace ``(scorer, image)`` score rows (dicts with image_id, score,
@@ -125,3 +115,31 @@ class ScorerQueries:
             s.add(row)
             s.flush()
             return row.id
+
+    def scores_of(self, scorer_id: int, ids: Sequence[int]) -> dict[int, float]:
+        """image id -> novelty score stored by scorer ``scorer_id``, for images ``ids``
+        (those scored); one query per 900 ids."""
+        q = select(Score.image_id, Score.score).where(Score.scorer_id == scorer_id)
+        with self.session() as s:
+            return dict(rows_in(s, q, Score.image_id, ids))
+
+    def image_scores(self, scorer_id: int | None = None) -> list[tuple[int, float, bool]]:
+        """``(image_id, score, flagged)`` of every stored score (of scorer ``scorer_id``;
+        None: of every scorer, in id order so the newest scorer's score wins a dict)."""
+        q = select(Score.image_id, Score.score, Score.flagged).order_by(Score.id)
+        if scorer_id is not None:
+            q = q.where(Score.scorer_id == scorer_id)
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(q)]
+
+    def stored_scores(self, scorer_id: int, batch_ids: Sequence[int] | None = None
+                      ) -> list[tuple[int, float, float | None, bool]]:
+        """``(image_id, score, p_value, flagged)`` stored by scorer ``scorer_id`` for the
+        images now ``ok`` (of batches ``batch_ids`` if given); O(scored images)."""
+        q = (select(Score.image_id, Score.score, Score.p_value, Score.flagged)
+             .join(Image, Image.id == Score.image_id)
+             .where(Score.scorer_id == scorer_id, Image.status == "ok"))
+        if batch_ids is not None:
+            q = q.where(Image.batch_id.in_(list(batch_ids)))
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(q)]

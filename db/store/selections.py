@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import select
 
-from curate.db.models import Label, Score, Selection, SelectionItem
+from curate.db.models import Image, Label, Selection, SelectionItem
 from curate.db.store.bulk import insert_rows
 from curate.errors import CurateError
 from curate.locks import db_lock
@@ -82,13 +82,10 @@ class SelectionQueries:
                          for i, r, sc in items], s.get_bind().dialect.name)
             return sel.id
 
-    # TODO(lead): move to scorers.py (stored scores; overview.stored_scores needs a scorer
-    # and keeps ok images only)
-    def image_scores(self, scorer_id: int | None = None) -> list[tuple[int, float, bool]]:
-        """``(image_id, score, flagged)`` of every stored score (of scorer ``scorer_id``;
-        None: of every scorer, in id order so the newest scorer's score wins a dict)."""
-        q = select(Score.image_id, Score.score, Score.flagged).order_by(Score.id)
-        if scorer_id is not None:
-            q = q.where(Score.scorer_id == scorer_id)
+    def selection_rows(self, selection_id: int) -> list[tuple[int, int, str, float | None]]:
+        """``(rank, image_id, path, score)`` of a selection's items, in rank order."""
+        q = (select(SelectionItem.rank, SelectionItem.image_id, Image.path, SelectionItem.score)
+             .join(Image, Image.id == SelectionItem.image_id)
+             .where(SelectionItem.selection_id == selection_id).order_by(SelectionItem.rank))
         with self.session() as s:
             return [tuple(r) for r in s.execute(q)]

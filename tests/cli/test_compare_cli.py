@@ -8,10 +8,8 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 
 from curate.cli import main
@@ -21,6 +19,8 @@ from curate.embed import embed
 from curate.ingest import ingest
 from curate.workspace import init_workspace
 from helpers import gray_noise_workspace, write_class_images
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = ["train", "--method", "simclr", "--batch", "digits", "--image-size", "8",
          "--max-steps", "2", "--batch-size", "64", "--holdout-fraction", "0.3", "--seed", "1",
@@ -55,14 +55,6 @@ def digits_ws(tmp_path_factory):
         embed(index, ws, model="tiny", device="cpu")     # set tiny@8 (no pixels-pca set yet)
         index.close()
     return ws.root, r
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cli(*args):

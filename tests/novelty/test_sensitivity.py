@@ -88,11 +88,11 @@ def test_select_row_maximises():
 
 def test_tune_picks_the_maximum_with_intervals():
     Xtr, Xte = memorised()
-    cands = [{"scorer": "knn", "k": 200}, {"scorer": "knn", "k": 1}, {"scorer": "knn", "k": 50},
-             {"scorer": "knn", "k": 100_000}]
+    cands = [{"kind": "knn", "k": 200}, {"kind": "knn", "k": 1}, {"kind": "knn", "k": 50},
+             {"kind": "knn", "k": 100_000}]
     best, table, dec = tune(Xtr, Xte, cands, n_sens=200)
     by = {r["candidate"]: r for r in table}
-    assert best == {"scorer": "knn", "k": 1} and by[1]["selected"] and dec["best"] == 1
+    assert best == {"kind": "knn", "k": 1} and by[1]["selected"] and dec["best"] == 1
     ok = [r for r in table if r["sensitivity"] is not None]
     assert by[3]["error"] and by[3]["sensitivity"] is None and len(ok) == 3
     assert by[1]["sensitivity"] == max(r["sensitivity"] for r in ok) > 0.85
@@ -105,7 +105,7 @@ def test_tune_picks_the_maximum_with_intervals():
 
 def test_tune_says_when_the_data_cannot_choose():
     Xtr, Xte = never_saw(n_train=600, n_test=150)
-    cands = [{"scorer": "cosine-weighted", "tau": t} for t in (0.02, 0.04, 0.08)]
+    cands = [{"kind": "cosine-weighted", "tau": t} for t in (0.02, 0.04, 0.08)]
     _, table, dec = tune(Xtr, Xte, cands, n_sens=150)
     assert not dec["above_chance"]  # the best is not significantly above 0.5
     assert not dec["decisive"] and dec["tied"]  # and the others are within noise of it
@@ -117,18 +117,18 @@ def test_tune_across_embeddings_picks_the_memorising_one(make_blobs):
     Xm, Xm_te = memorised(n_train=800, n_test=200)
     Xn, Xn_te = never_saw(n_train=800, n_test=200)
     y = np.arange(800) % 3
-    cands = [{"scorer": "knn", "k": 1, "embedding": e} for e in ("never", "mem")]
+    cands = [{"kind": "knn", "k": 1, "embedding": e} for e in ("never", "mem")]
     best, table, dec = tune({"never": Xn, "mem": Xm}, {"never": Xn_te, "mem": Xm_te}, cands,
                             y_train=y, y_test=np.arange(200) % 3, n_sens=200)
-    assert best == {"scorer": "knn", "k": 1, "embedding": "mem"} and dec["decisive"]
+    assert best == {"kind": "knn", "k": 1, "embedding": "mem"} and dec["decisive"]
     assert all(r["knn_accuracy"] is not None for r in table)
     with pytest.raises(CurateError, match="unknown embedding"):
-        tune({"a": Xn}, {"a": Xn_te}, [{"scorer": "knn", "embedding": "z"}])
+        tune({"a": Xn}, {"a": Xn_te}, [{"kind": "knn", "embedding": "z"}])
     with pytest.raises(CurateError, match="same training and test rows"):
-        tune({"a": Xn, "b": Xn[:10]}, {"a": Xn_te, "b": Xn_te}, [{"scorer": "knn"}])
+        tune({"a": Xn, "b": Xn[:10]}, {"a": Xn_te, "b": Xn_te}, [{"kind": "knn"}])
 
 
 def test_mixed_scorer_kinds_are_refused():
-    assert check_one_kind([{"scorer": "knn", "k": 1}, {"scorer": "knn", "k": 5}]) == "knn"
+    assert check_one_kind([{"kind": "knn", "k": 1}, {"kind": "knn", "k": 5}]) == "knn"
     with pytest.raises(CurateError, match=r"mix scorer kinds \(knn, mahalanobis\).*tune each kind"):
-        tune(*never_saw(), [{"scorer": "knn"}, {"scorer": "mahalanobis"}])
+        tune(*never_saw(), [{"kind": "knn"}, {"kind": "mahalanobis"}])

@@ -52,8 +52,8 @@ def trained(tmp_path_factory):
 
 
 def test_parse_and_expand_candidates():
-    assert parse_candidate("knn:k=10,index=flat") == {"scorer": "knn", "k": 10, "index": "flat"}
-    assert parse_candidate("cosine-weighted:tau=0.02") == {"scorer": "cosine-weighted", "tau": 0.02}
+    assert parse_candidate("knn:k=10,index=flat") == {"kind": "knn", "k": 10, "index": "flat"}
+    assert parse_candidate("cosine-weighted:tau=0.02") == {"kind": "cosine-weighted", "tau": 0.02}
     with pytest.raises(CurateError, match="unknown scorer 'nope'"):
         parse_candidate("nope:k=1")
     with pytest.raises(CurateError, match="bad candidate"):
@@ -76,7 +76,7 @@ def test_tune_uses_the_runs_holdout_and_picks_the_maximum(trained):
     ok = [r for r in rep.table if r["sensitivity"] is not None]
     chosen = [r for r in rep.table if r["selected"]]
     assert len(chosen) == 1 and chosen[0]["sensitivity"] == max(r["sensitivity"] for r in ok)
-    assert rep.chosen == {"scorer": "knn", **chosen[0]["params"]}
+    assert rep.chosen == {"kind": "knn", **chosen[0]["params"]}
     assert all(r["ci"][0] <= r["sensitivity"] <= r["ci"][1] for r in ok)
     # 9 sens vs 12 test images cannot separate anything: the report says so
     assert not rep.decision["above_chance"] and any("not significantly above 0.5" in n
@@ -119,7 +119,7 @@ def test_cli_prints_the_table_the_choice_and_the_command(trained):
     assert f"fit it: curate fit-scorer --kind knn --embeddings '{sets[0]}' --k" in r.stdout
     assert "note: the best sensitivity" in r.stdout and r.stdout.count("* ") == 1
     js = json.loads(runner.invoke(main, base + ["--json"]).stdout)
-    assert js["chosen"]["scorer"] == "cosine-weighted" and len(js["table"]) == 8
+    assert js["chosen"]["kind"] == "cosine-weighted" and len(js["table"]) == 8
     assert js["decision"]["rule"].startswith("maximum sensitivity")
     r = runner.invoke(main, ["-w", str(ws.root), "tune-scorer", "--embeddings", sets[2]])
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

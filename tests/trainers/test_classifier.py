@@ -6,7 +6,8 @@ import torch
 from sqlalchemy import select
 
 from curate.db.models import Model
-from curate.trainers.methods.classifier import predict_proba, softmax_novelty
+from curate.embed import predict_proba
+from curate.novelty.softmax import softmax_novelty
 from curate.trainers.run import load_methods, train
 
 load_methods()

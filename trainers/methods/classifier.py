@@ -10,9 +10,10 @@ Paper defaults: 5 epochs, batch 32, SGD (``RECOMMENDED``; ``TrainConfig.build`` 
 them when these settings are not given, from Python and the CLI alike), lr 0.01.
 
 ``curate embed --model RUN`` gives the penultimate (backbone) features, L2-normalised;
-the softmax confidence is a baseline score: :func:`predict_proba` (index images ->
-probabilities), :func:`softmax_novelty` (``1 - max p``, higher = more novel), or
-``curate.trainers.heads.HeadedEncoder.predict_proba`` on a loaded encoder.
+the softmax confidence is a baseline score: :func:`curate.embed.predict_proba` (index
+images -> probabilities), then :func:`curate.novelty.softmax.softmax_novelty` (``1 - max p``,
+higher = more novel); ``curate fit-scorer --kind softmax`` is the same baseline on stored
+embeddings.
 Cost per step: one backbone forward (+ backward unless linear-probe).
 """
 
@@ -21,12 +22,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curate.errors import CurateError
 from curate.trainers.base import Option, TrainModule, register
 from curate.trainers.heads import linear_spec, pack
 from curate.trainers.base import make_optimizers
@@ -124,42 +123,3 @@ class Classifier(TrainModule):
                                    "classifier": pack(self.fc, linear_spec(self.fc), input="features")}},
                 "params": {"classes": list(self.classes), "mode": self.opts["mode"]}}
 
-
-def softmax_novelty(probs: np.ndarray) -> np.ndarray:
-    """Baseline novelty from softmax confidence: ``1 - max_k p_k`` (higher = more novel). (N,)"""
-    return 1.0 - np.asarray(probs).max(axis=1)
-
-
-def predict_proba(index, ws, model: str, batch: str | None = None, batch_size: int = 128,
-                  device: str = "auto") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Class probabilities of the ok images (of ``batch``) under the trained ``model``.
-
-    Returns ``(image_ids int64[N], probs float32[N, K], classes)``; unreadable files are
-    skipped. Works for classifier runs and NCL runs trained ``--with-ce``.
-    """
-    from curate.data import ImageDataset, collate_skip_missing, list_images
-    from curate.encoders import ENCODERS
-    from curate.trainers import encoder as _registers_trained  # noqa: F401
-    from curate.validation import resolve_device
-
-    row = index.model(model)
-    if row.encoder != "trained" or not row.weights_path:
-        raise CurateError(f"model {model!r} is not a trained run")
-    weights = row.weights_path
-    enc = ENCODERS.get("trained")(weights=weights)
-    if not hasattr(enc, "predict_proba"):
-        raise CurateError(f"model {model!r} has no classifier head")
-    dev = resolve_device(device)
-    enc.to(dev)
-    recs = list_images(index, batch=batch)
-    dl = torch.utils.data.DataLoader(ImageDataset(recs, enc.transform, enc.channels),
-                                     batch_size=batch_size, collate_fn=collate_skip_missing)
-    ids, out = [], []
-    for idx, x, _missing in dl:
-        if x is None:
-            continue
-        out.append(enc.predict_proba(x.to(dev)).float().cpu().numpy())
-        ids.append(np.array([recs[i].id for i in idx.tolist()], np.int64))
-    if not out:
-        raise CurateError("no readable images to classify")
-    return np.concatenate(ids), np.concatenate(out), list(enc.classes)
