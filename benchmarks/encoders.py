@@ -206,7 +206,8 @@ def table_records(table) -> list[dict]:
 
 # ----------------------------------------------------------------------------- run
 def evaluate_fmnist(sets: dict, X: dict, y: dict) -> tuple[list[dict], dict]:
-    from curate.comparison import compare_arrays, verdict_line, verdicts
+    from curate.comparison import compare_arrays
+    from curate.verdict import verdict_line, verdicts
 
     parts = ("train", "test", "mnist")
     F = {name: np.concatenate([f[p] for p in parts]) for name, f in sets.items()}
@@ -232,7 +233,7 @@ def evaluate_pneumonia(sets: dict, y: dict) -> list[dict]:
                         {s: f["test"][~pos] for s, f in sets.items()},
                         {s: f["test"][pos] for s, f in sets.items()}, scorer, **params)
         rows += auroc_rows(f"AUROC pneumonia vs normal ({scorer})", sc, "pixels-pca")
-    from curate.comparison import finish_table
+    from curate.verdict import finish_table
 
     return table_records(finish_table(rows))
 

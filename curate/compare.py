@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from curate.comparison import COLUMNS, compare_arrays, finish_table, verdict_line, verdicts
+from curate.comparison import compare_arrays
+from curate.verdict import COLUMNS, finish_table, verdict_line, verdicts
 from curate.errors import CurateError
 
 BASELINE_ENCODER = "pixels-pca"

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.comparison import (accuracy_rows, auroc_rows, finish_table, labelled_outcomes,
-                               ood_scores, verdict_line, verdicts)
+from curate.comparison import accuracy_rows, auroc_rows, labelled_outcomes, ood_scores
+from curate.verdict import finish_table, verdict_line, verdicts
 from curate.compare import CompareResult
 from curate.errors import CurateError
 from curate.provenance import read_split

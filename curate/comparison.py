@@ -24,9 +24,8 @@ resampled separately), the same resamples for every set, so the interval of the
 difference to the baseline is paired. It covers the sampling of the evaluated rows, not
 the randomness of training. AL rows: t-interval over seeds, the difference paired by seed.
 
-Verdict (:func:`verdicts`): on a metric a set is **better** than the baseline when the
-interval of the paired difference lies above 0, **worse** when below 0, else **not
-distinguishable**. Each metric is judged on its own (no correction for the number of
+Verdicts (:mod:`curate.verdict`): better / worse / not distinguishable from the interval of
+the paired difference. Each metric is judged on its own (no correction for the number of
 metrics: with ten metrics one spurious call in a few comparisons is expected).
 """
 
@@ -39,9 +38,8 @@ import pandas as pd
 
 from curate.errors import CurateError
 
-COLUMNS = ["set", "metric", "kind", "value", "low", "high", "diff", "diff_low", "diff_high",
-           "n", "interval", "in_verdict", "verdict"]
-BETTER, SAME, WORSE = "better", "not distinguishable", "worse"
+from curate.verdict import finish_table
+
 KNN, PROBE = "10-NN accuracy", "linear probe accuracy"
 
 
@@ -247,60 +245,6 @@ def al_curves(Xs_pool, y_pool, Xs_test, y_test, budgets: Sequence[int], seeds: i
                                device="cpu") for s in Xs_pool}
 
 
-# ------------------------------------------------------------------------- verdict
-def decide(diff_low: float, diff_high: float) -> str:
-    """better / worse / not distinguishable from the interval of a paired difference."""
-    if diff_low > 0:
-        return BETTER
-    if diff_high < 0:
-        return WORSE
-    return SAME
-
-
-def finish_table(rows: list[dict]) -> pd.DataFrame:
-    """The table (:data:`COLUMNS`) with each judged row's ``verdict`` filled in."""
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    judged = df["in_verdict"].astype(bool) & df["diff_low"].notna()
-    df["in_verdict"] = judged
-    df.loc[judged, "verdict"] = [decide(lo, hi) for lo, hi in
-                                 zip(df.loc[judged, "diff_low"], df.loc[judged, "diff_high"])]
-    return df
-
-
-def verdicts(table: pd.DataFrame, baseline: str) -> dict[str, dict[str, list[str]]]:
-    """``{set: {"better": [metrics], "not distinguishable": [...], "worse": [...]}}`` for
-    every set but the baseline, in table order."""
-    out: dict[str, dict[str, list[str]]] = {}
-    for s in dict.fromkeys(table["set"]):
-        if s == baseline:
-            continue
-        t = table[(table["set"] == s) & table["in_verdict"]]
-        out[s] = {v: t.loc[t["verdict"] == v, "metric"].tolist() for v in (BETTER, SAME, WORSE)}
-    return out
-
-
-def join_metrics(metrics: Sequence[str]) -> str:
-    """Metric names joined by commas; AL rows of one strategy merged: ``AL auto @20/@100``."""
-    groups: dict[str, list[str]] = {}
-    for m in metrics:
-        head, at, budget = m.rpartition(" @")
-        key = head if m.startswith("AL ") and at else m
-        groups.setdefault(key, []).append(f"@{budget}" if key != m else "")
-    return ", ".join(k + (" " + "/".join(v) if v[0] else "") for k, v in groups.items())
-
-
-def verdict_line(name: str, verdict: Mapping[str, list[str]], baseline: str) -> str:
-    """``"A: better than B on x; not distinguishable from B on y; worse than B on z"``."""
-    parts = []
-    if verdict.get(BETTER):
-        parts.append(f"better than {baseline} on {join_metrics(verdict[BETTER])}")
-    if verdict.get(SAME):
-        parts.append(f"not distinguishable from {baseline} on {join_metrics(verdict[SAME])}")
-    if verdict.get(WORSE):
-        parts.append(f"worse than {baseline} on {join_metrics(verdict[WORSE])}")
-    return f"{name}: " + ("; ".join(parts) if parts else f"nothing measured against {baseline}")
-
-
 # ------------------------------------------------------------------------- all at once
 def _sample(rows: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.permutation(rows)[:n_max]) if len(rows) > n_max else rows
@@ -335,7 +279,7 @@ def compare_arrays(X: Mapping[str, np.ndarray], baseline: str, *, y=None, test=N
     rows; the reference is every row in none of them: a random 20% (at most ``max_eval``)
     are the in-distribution negatives, the rest (at most ``max_reference``) fit the
     ``scorers``. OOD rows are left out of the labelled metrics. Labelled rows are
-    subsampled to ``max_labelled``. Returns (table :data:`COLUMNS`, info: sizes and what
+    subsampled to ``max_labelled``. Returns (table :data:`curate.verdict.COLUMNS`, info: sizes and what
     was skipped and why). Cost: per set, the k-NN and probe fits (x folds), the AL
     simulation (2 strategies x seeds x budgets) and one scorer fit per OOD batch, plus
     ``n_boot`` bootstrap passes over the evaluated rows. ``threads``: BLAS/OpenMP threads
@@ -428,6 +372,4 @@ def compare_arrays(X: Mapping[str, np.ndarray], baseline: str, *, y=None, test=N
 
 __all__ = ["compare_arrays", "accuracy_rows", "auroc_rows", "al_rows", "weighted_auroc",
            "labelled_outcomes", "cv_outcomes", "ood_scores", "al_curves", "knn_predict",
-           "probe_predict", "decide", "finish_table", "verdicts", "verdict_line", "join_metrics",
-           "COLUMNS",
-           "BETTER", "SAME", "WORSE", "KNN", "PROBE"]
+           "probe_predict", "KNN", "PROBE"]

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from curate.comparison import (BETTER, KNN, PROBE, SAME, WORSE, accuracy_rows, auroc_rows,
-                               compare_arrays, decide, join_metrics, verdict_line, verdicts,
-                               weighted_auroc)
+from curate.comparison import KNN, PROBE, accuracy_rows, auroc_rows, compare_arrays, weighted_auroc
+from curate.verdict import BETTER, SAME, WORSE, decide, join_metrics, verdict_line, verdicts
 from curate.errors import CurateError
 
 
