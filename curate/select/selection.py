@@ -62,9 +62,8 @@ def select_images(index, budget: int, strategy: str = DEFAULT_STRATEGY, metric: 
     if len(ids) == 0:
         raise CurateError(f"embedding set {set_name} holds no images; run `curate embed`")
     in_pool = ~np.isin(ids, np.fromiter(centres, np.int64, len(centres)))
-    if batch is not None:
-        batch_ids, _ = load_embeddings(index, set_name, batch=batch)
-        in_pool &= np.isin(ids, batch_ids)
+    if batch is not None:   # the batch's ids only (its vectors are already in X)
+        in_pool &= np.isin(ids, index.embedding_rows(set_id, batch)[:, 0])
     if exclude_ids:
         in_pool &= ~np.isin(ids, np.fromiter(exclude_ids, np.int64, len(exclude_ids)))
     is_seed = np.isin(ids, np.fromiter(centres, np.int64, len(centres)))

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.select.probe import fit_probe
-
 
 def _labelled(seeds, labels):
     if labels is None or seeds is None or len(seeds) == 0:
@@ -35,6 +33,8 @@ def probe_on_seeds(X, seeds, labels, probe="logistic", random_state=None):
     rows, y = _labelled(seeds, labels)
     if len(np.unique(y)) < 2:
         return None, {"fallback": "random: fewer than 2 labelled classes among the seeds"}
+    from curate.select.probe import fit_probe  # sklearn: loaded only when a probe is fitted
+
     model = fit_probe(probe, np.asarray(X)[rows], y, random_state)
     return model, {"probe": probe, "probe_trained_on": int(len(rows)),
                    "probe_classes": [int(c) for c in model.classes_]}
