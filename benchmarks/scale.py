@@ -121,7 +121,9 @@ def db_url(db: str, name: str) -> str | None:
     if db == "sqlite":
         return None
     base = os.environ.get("CURATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    return base.rsplit("/", 1)[0] + "/" + name
+    # the name does not depend on --work: a second session (another work dir) sets a suffix
+    # so that its fresh_workspace does not DROP ... WITH (FORCE) the first one's database
+    return base.rsplit("/", 1)[0] + "/" + name + os.environ.get("CURATE_SCALE_DB_SUFFIX", "")
 
 
 def pg_admin(base_url: str, sql: str) -> None:
@@ -142,8 +144,8 @@ def fresh_workspace(work: Path, db: str, tag: str) -> tuple[Path, dict]:
     env.pop("CURATE_WORKSPACE", None)
     url = db_url(db, f"scale_bench_{tag}")
     if url:
-        pg_admin(url, f"DROP DATABASE IF EXISTS scale_bench_{tag} WITH (FORCE)")
-        pg_admin(url, f"CREATE DATABASE scale_bench_{tag}")
+        pg_admin(url, f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+        pg_admin(url, f"CREATE DATABASE {url.rsplit('/', 1)[1]}")
         env["CURATE_DB"] = url
     subprocess.run(curate("init", str(ws)), env=env, check=True, capture_output=True)
     return ws, env
@@ -152,7 +154,7 @@ def fresh_workspace(work: Path, db: str, tag: str) -> tuple[Path, dict]:
 def drop_workspace(db: str, tag: str) -> None:
     url = db_url(db, f"scale_bench_{tag}")
     if url:
-        pg_admin(url, f"DROP DATABASE IF EXISTS scale_bench_{tag} WITH (FORCE)")
+        pg_admin(url, f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 def drop_set(ws: Path, env: dict, set_name: str) -> None:
@@ -504,7 +506,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["images", "run", "million", "bound", "imports", "summarise",
                                     "ingest"])
-    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--n", type=int, default=None,
+                    help="images (default 10000; 1000000 for `million`)")
     ap.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--no-cnn", action="store_true")
@@ -513,6 +516,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--steps", default="select,score,report,kernel")
     a = ap.parse_args(argv)
+    if a.n is None:
+        a.n = 1_000_000 if a.what == "million" else 10000
     a.work.mkdir(parents=True, exist_ok=True)
     if a.what == "images":
         print(json.dumps({"images": a.n, "seconds": round(make_images(a.work, a.n), 1)}))
