@@ -67,10 +67,8 @@ def score_images(index, scorer: str | None = None, batch: str | None = None,
     batches = index.image_batches(scored)
     labels = index.labels(scored if batch is not None else None)  # all: one query
     if store:
-        now = utcnow()
-        index.upsert_scores(st.id, [
-            {"image_id": int(r.image_id), "score": float(r.score), "p_value": float(r.p_value),
-             "flagged": bool(r.flagged), "scored_at": now} for r in df.itertuples()])
+        index.upsert_scores(st.id, df["image_id"].to_numpy(), df["score"].to_numpy(),
+                            df["p_value"].to_numpy(), df["flagged"].to_numpy(), utcnow())
     df.insert(1, "path", [paths.get(int(i)) for i in df["image_id"]])
     df.insert(2, "batch", pd.Series([batches.get(int(i)) for i in df["image_id"]], dtype=object,
                                     index=df.index))

@@ -65,10 +65,19 @@ class ScorerQueries:
         return scorer_id, final
 
     # ------------------------------------------------------------------- scores
-    def upsert_scores(self, scorer_id: int, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert or replace ``(scorer, image)`` score rows (dicts with image_id, score,
-        p_value, flagged, scored_at) in one transaction; a rerun replaces, never duplicates."""
-        rows = [dict(r, scorer_id=scorer_id) for r in rows]
+    def upsert_scores(self, scorer_id: int, image_ids, scores, p_values, flagged,
+                      scored_at) -> None:
+        """Insert or replace the ``(scorer, image)`` rows of ``image_ids`` (n,) with
+        ``scores``, ``p_values``, ``flagged`` (arrays of n) and one ``scored_at``, in one
+        transaction; a rerun replaces, never duplicates. Parameter dicts are built
+        :data:`UPSERT_ROWS` at a time (memory bounded by that, not by n)."""
+        n = len(image_ids)
+
+        def chunk(i: int) -> list[dict[str, Any]]:
+            return [{"scorer_id": scorer_id, "image_id": int(a), "score": float(b),
+                     "p_value": float(c), "flagged": bool(d), "scored_at": scored_at}
+                    for a, b, c, d in zip(image_ids[i:i + UPSERT_ROWS], scores[i:i + UPSERT_ROWS],
+                                          p_values[i:i + UPSERT_ROWS], flagged[i:i + UPSERT_ROWS])]
         with self.session() as s:
             dialect = s.get_bind().dialect.name
             if dialect in ("sqlite", "postgresql"):
@@ -80,14 +89,13 @@ class ScorerQueries:
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[Score.scorer_id, Score.image_id],
                     set_={c: stmt.excluded[c] for c in ("score", "p_value", "flagged", "scored_at")})
-                for i in range(0, len(rows), UPSERT_ROWS):
-                    s.execute(stmt, rows[i : i + UPSERT_ROWS])
+                for i in range(0, n, UPSERT_ROWS):
+                    s.execute(stmt, chunk(i))
                 return
-            ids = [r["image_id"] for r in rows]
-            for i in range(0, len(ids), UPSERT_ROWS):
-                s.execute(delete(Score).where(Score.scorer_id == scorer_id,
-                                              Score.image_id.in_(ids[i : i + UPSERT_ROWS])))
-            s.add_all(Score(**r) for r in rows)
+            for i in range(0, n, UPSERT_ROWS):
+                s.execute(delete(Score).where(Score.scorer_id == scorer_id, Score.image_id.in_(
+                    [int(a) for a in image_ids[i:i + UPSERT_ROWS]])))
+                s.add_all(Score(**r) for r in chunk(i))
 
     # ------------------------------------------------------------- batch checks
     def batch_check_family(self, scorer_id: int, batch_id: int) -> list[tuple[str, float]]:
