@@ -436,7 +436,7 @@ def summarise(runs: Path, out: Path, png: Path) -> dict:
                          ns, [max(0.01, r["seconds"] - IMPORT_S.get(key[0], 0)) for r in sub]),
                      "peak_mb": [r.get("peak_mb") for r in sub]})
     doc = {"benchmark": "scale", "machine": f"{platform.machine()}, {os.cpu_count()} cores "
-           "(shared with other engineers' jobs; load average 5-9 during the runs)",
+           "(shared with other jobs; each row's load_before is the 1-min load average at its start)",
            "cells": cells, "fits": fits, "other": extra,
            "all_runs": rows}   # every measurement, earlier (more loaded) passes included
     out.write_text(json.dumps(doc, indent=1))
