@@ -66,4 +66,4 @@ def test_train_and_compare(tmp_path):
                            out, re.M))
     assert float(rows["10-NN accuracy"]) > 0.8 and float(rows["OOD AUROC inverted (knn)"]) > 0.9, out
     assert re.search(r"^simclr-digits@16: .*pixels-pca", out, re.M), out
-    assert re.search(r"^knn k by sensitivity: \{'scorer': 'knn', 'k': \d+\}", out, re.M), out
+    assert re.search(r"^knn k by sensitivity: \{'kind': 'knn', 'k': \d+\}", out, re.M), out
