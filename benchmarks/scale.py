@@ -419,7 +419,8 @@ def summarise(runs: Path, out: Path, png: Path) -> dict:
     extra = []
     for r in rows:
         if "n" in r and r.get("step") in CURVE_STEPS or "kernel" in r.get("step", ""):
-            latest[(r["step"], r["mode"], r["db"], r["n"])] = r   # a rerun replaces
+            latest[(r["step"], r["mode"], r["db"], r["n"],       # a rerun replaces; a
+                    "synthetic_embeddings" in r)] = r                # synthetic 1M is another cell
         else:
             extra.append(r)
     cells = sorted(latest.values(), key=lambda r: (r["step"], r["mode"], r["db"], r["n"]))
