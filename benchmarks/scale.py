@@ -470,33 +470,43 @@ def summarise(runs: Path, out: Path, png: Path) -> dict:
 
 
 def markdown(doc: dict) -> str:
-    """The README table: seconds (images/s) per size, peak MB, exponent; one row per step."""
+    """The README table: seconds (images/s) per size (real images; the synthetic 1M x 128
+    as a column of its own), peak MB, the fitted exponent and the 50k -> 200k and
+    200k -> 1M slopes (log-log, two points: where start-up no longer dominates)."""
     cells, fits = doc["cells"], {(f["step"], f["mode"], f["db"]): f for f in doc["fits"]}
-    sizes = sorted({c["n"] for c in cells})
-    head = ("| step | db | " + " | ".join(f"{n // 1000}k" if n < 10**6 else
-                                          f"{n // 10**6}M (synthetic 128-d)" for n in sizes)
-            + " | peak MB | exponent |")
-    out = [head, "|" + "---|" * (len(sizes) + 4)]
+    cols = [(n, False) for n in sorted({c["n"] for c in cells if "synthetic_embeddings" not in c})]
+    cols += [(10**6, True)]
+    head = ("| step | db | " + " | ".join(f"{n // 1000}k" if n < 10**6 else f"{n // 10**6}M"
+                                          for n, _ in cols[:-1])
+            + " | 1M synthetic 128-d | peak MB | exponent | 50k->200k | 200k->1M |")
+    out = [head, "|" + "---|" * (len(cols) + 6)]
     order = CURVE_STEPS + ["select kcenter kernel alone (in-process)",
                            "select auto kernel alone (in-process)"]
     for step in order:
         for mode in ("local", "ray local"):
-            for db in ("sqlite", "postgres"):
-                sub = {c["n"]: c for c in cells if (c["step"], c["mode"], c["db"]) == (step, mode, db)}
+            for db in ("postgres", "sqlite"):
+                sub = {(c["n"], "synthetic_embeddings" in c): c for c in cells
+                       if (c["step"], c["mode"], c["db"]) == (step, mode, db)}
                 if not sub:
                     continue
                 vals = []
-                for n in sizes:
-                    c = sub.get(n)
+                for key in cols:
+                    c = sub.get(key)
                     vals.append("-" if c is None else
                                 f"{c['seconds']:.1f} ({c['images_per_s']:,.0f}/s)"
                                 if c.get("images_per_s") else f"{c['seconds']:.1f}")
                 f = fits.get((step, mode, db), {})
                 peaks = [c.get("peak_mb") for c in sub.values() if c.get("peak_mb")]
+                slopes = []
+                for lo, hi in ((50_000, 200_000), (200_000, 10**6)):
+                    a, b = sub.get((lo, False)), sub.get((hi, False))
+                    slopes.append("-" if not (a and b) else
+                                  f"{exponent([lo, hi], [a['seconds'], b['seconds']]):.2f}")
                 name = step + (" (Ray local)" if mode != "local" else "")
-                out.append(f"| {name} | {db} | " + " | ".join(vals) + f" | "
+                out.append(f"| {name} | {db} | " + " | ".join(vals) + " | "
                            f"{'-'.join(str(p) for p in (min(peaks), max(peaks))) if peaks else '-'} | "
-                           f"{f.get('exponent') if f.get('exponent') is not None else '-'} |")
+                           f"{f.get('exponent') if f.get('exponent') is not None else '-'} | "
+                           + " | ".join(slopes) + " |")
     return "\n".join(out)
 
 

@@ -58,3 +58,20 @@ def gray_noise_workspace(root, n: int, batch: str | None = None):
     index = ws.open_index()
     ingest(index, [str(root / "imgs")], batch=batch)
     return ws, index
+
+
+def bare_scorer(session, name: str = "sc", kind: str = "knn") -> int:
+    """Insert a Scorer row (on a stand-in model and 2-d embedding set, no state file)
+    in ``session``; returns its id. For tests of what is stored against a scorer."""
+    from curate.db.models import EmbeddingSet, Model, Scorer
+
+    m = Model(name=f"{name}-model", encoder="pixels-pca")
+    session.add(m)
+    session.flush()
+    es = EmbeddingSet(name=f"{name}-set", model_id=m.id, dim=2, dtype="float32", path="x")
+    session.add(es)
+    session.flush()
+    sc = Scorer(name=name, kind=kind, embedding_set_id=es.id)
+    session.add(sc)
+    session.flush()
+    return sc.id

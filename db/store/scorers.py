@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -16,6 +17,28 @@ from curate.errors import CurateError
 
 #: rows per bulk upsert statement
 UPSERT_ROWS = 5000
+
+
+def _copy_upsert(s, scorer_id, image_ids, scores, p_values, flagged, scored_at) -> None:
+    """PostgreSQL through psycopg 3: ``COPY`` the rows into a temporary table, then one
+    ``INSERT ... SELECT ... ON CONFLICT``, inside the session's transaction. 200k rows:
+    4.3 s against 7.9 s for the executemany upsert (``benchmarks/score_upsert.py``); of
+    the 4.3 s the COPY is 0.3 s, the rest the server's index and foreign-key upkeep."""
+    cur = s.connection().connection.driver_connection.cursor()
+    cur.execute("CREATE TEMP TABLE score_in (image_id integer, score double precision, "
+                "p_value double precision, flagged boolean) ON COMMIT DROP")
+    with cur.copy("COPY score_in FROM STDIN") as copy:
+        for i in range(0, len(image_ids), UPSERT_ROWS):
+            part = slice(i, i + UPSERT_ROWS)
+            for row in zip(np.asarray(image_ids[part]).tolist(), np.asarray(scores[part]).tolist(),
+                           np.asarray(p_values[part]).tolist(),
+                           np.asarray(flagged[part]).tolist()):
+                copy.write_row(row)
+    cur.execute("INSERT INTO scores (scorer_id, image_id, score, p_value, flagged, scored_at) "
+                "SELECT %s, image_id, score, p_value, flagged, %s FROM score_in "
+                "ON CONFLICT (scorer_id, image_id) DO UPDATE SET score = EXCLUDED.score, "
+                "p_value = EXCLUDED.p_value, flagged = EXCLUDED.flagged, "
+                "scored_at = EXCLUDED.scored_at", (scorer_id, scored_at))
 
 
 class ScorerQueries:
@@ -66,11 +89,13 @@ class ScorerQueries:
 
     # ------------------------------------------------------------------- scores
     def upsert_scores(self, scorer_id: int, image_ids, scores, p_values, flagged,
-                      scored_at) -> None:
+                      scored_at, copy: bool = True) -> None:
         """Insert or replace the ``(scorer, image)`` rows of ``image_ids`` (n,) with
         ``scores``, ``p_values``, ``flagged`` (arrays of n) and one ``scored_at``, in one
-        transaction; a rerun replaces, never duplicates. Parameter dicts are built
-        :data:`UPSERT_ROWS` at a time (memory bounded by that, not by n)."""
+        transaction; a rerun replaces, never duplicates. Rows are sent :data:`UPSERT_ROWS`
+        at a time (memory bounded by that, not by n): on PostgreSQL through psycopg by
+        ``COPY`` (``copy=False``: executemany upserts, the path of every other database;
+        ``benchmarks/score_upsert.py`` times both)."""
         n = len(image_ids)
 
         def chunk(i: int) -> list[dict[str, Any]]:
@@ -79,9 +104,12 @@ class ScorerQueries:
                     for a, b, c, d in zip(image_ids[i:i + UPSERT_ROWS], scores[i:i + UPSERT_ROWS],
                                           p_values[i:i + UPSERT_ROWS], flagged[i:i + UPSERT_ROWS])]
         with self.session() as s:
-            dialect = s.get_bind().dialect.name
-            if dialect in ("sqlite", "postgresql"):
-                if dialect == "sqlite":
+            dialect = s.get_bind().dialect
+            if copy and (dialect.name, dialect.driver) == ("postgresql", "psycopg"):
+                _copy_upsert(s, scorer_id, image_ids, scores, p_values, flagged, scored_at)
+                return
+            if dialect.name in ("sqlite", "postgresql"):
+                if dialect.name == "sqlite":
                     from sqlalchemy.dialects.sqlite import insert
                 else:
                     from sqlalchemy.dialects.postgresql import insert

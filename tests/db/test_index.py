@@ -1,4 +1,5 @@
 import pytest
+from helpers import bare_scorer
 from sqlalchemy import inspect, select, text
 
 from curate.db.index import open_index
@@ -59,3 +60,35 @@ def test_unreachable_postgres_is_one_line_service_error():
 def test_bad_url_is_user_error():
     with pytest.raises(CurateError, match="bad database URL"):
         open_index("nosuchdialect://x")
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "executemany"])
+def test_upsert_scores_inserts_then_replaces(index, copy):
+    """The bulk score upsert (COPY + INSERT ... ON CONFLICT on PostgreSQL, executemany
+    upserts on SQLite): a second call replaces the rows it names and adds new ones."""
+    import datetime as dt
+
+    import numpy as np
+
+    from curate.db.models import Score
+
+    with index.session() as s:
+        scorer_id = bare_scorer(s)
+        s.add_all(Image(path=f"/{i}.png", status="ok") for i in range(7))
+        s.flush()
+        ids = sorted(s.scalars(select(Image.id)))
+    t1, t2 = dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2)
+    ids = np.asarray(ids)
+    index.upsert_scores(scorer_id, ids[:5], np.arange(5.0), np.full(5, 0.5),
+                        np.array([True, False, True, False, True]), t1, copy=copy)
+    index.upsert_scores(scorer_id, ids[3:], np.array([-1.5, 1e300, 7.0, 8.0]),
+                        np.array([0.01, 0.25, 1.0, 0.0]), np.array([False, True, True, False]), t2,
+                        copy=copy)
+    with index.session() as s:
+        rows = {r.image_id: (r.score, r.p_value, r.flagged, r.scored_at)
+                for r in s.scalars(select(Score))}
+    assert len(rows) == 7
+    assert rows[int(ids[0])] == (0.0, 0.5, True, t1) and rows[int(ids[2])] == (2.0, 0.5, True, t1)
+    assert rows[int(ids[3])] == (-1.5, 0.01, False, t2)
+    assert rows[int(ids[4])] == (1e300, 0.25, True, t2)
+    assert rows[int(ids[6])] == (8.0, 0.0, False, t2)

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from helpers import bare_scorer
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from curate.db.models import (EmbeddingSet, Image, Label, LabelStudioTask, Model, Score, Scorer,
-                              Selection, SelectionItem)
+from curate.db.models import Image, Label, LabelStudioTask, Score, Selection, SelectionItem
 from curate.errors import CurateError, ServiceError
 from curate.integrations.labelstudio import (Credentials, annotation_label, classification_config,
                                              connect, credentials, export_tasks, image_url_builder,
@@ -418,16 +418,8 @@ def test_predictions_carry_novelty_scores(ls_client, image_root, tmp_path, proje
     paths = list(files)
     ws, index, ids = orm_workspace(tmp_path, paths, labels={paths[0]: "red"})
     with index.session() as s:
-        m = Model(name="m", encoder="pixels-pca")
-        s.add(m)
-        s.flush()
-        es = EmbeddingSet(name="e", model_id=m.id, dim=2, dtype="float32", path="x")
-        s.add(es)
-        s.flush()
-        sc = Scorer(name="knn", kind="knn", embedding_set_id=es.id)
-        s.add(sc)
-        s.flush()
-        s.add_all([Score(scorer_id=sc.id, image_id=i, score=0.1 * (k + 1)) for k, i in enumerate(ids[:2])])
+        sc = bare_scorer(s, "knn")
+        s.add_all([Score(scorer_id=sc, image_id=i, score=0.1 * (k + 1)) for k, i in enumerate(ids[:2])])
     with pytest.raises(CurateError, match="no scorer named 'nope'; have: knn"):
         push_selection(index, ls_client, "latest", project_name, classes=list(COLORS),
                        image_url_mode="as-is", predictions="nope")
