@@ -161,7 +161,9 @@ def test_killed_driver_then_rerun_finishes(ray_cluster, tmp_path, images, pg_url
     assert 28 <= stored < N and stored % 4 == 0  # whole blocks only
     (sabotage / "armed").unlink()
     rep = embed(index, ws, ray="local", **kw)
-    assert (rep.embedded, rep.already) == (N - stored, stored)
+    # a block the killed driver's orphaned actor was writing may still commit before the
+    # rerun looks: `already` is at least what was counted, and nothing is done twice
+    assert rep.already >= stored and rep.embedded + rep.already == N
     _check_store(index, rep.embedding_set, N)
     _assert_same(ref, loc.embedding_set, index, rep.embedding_set)
     ref.close()
